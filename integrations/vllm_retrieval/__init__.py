@@ -1,0 +1,37 @@
+"""vllm-retrieval: dense + ColBERT token embeddings and MaxSim retrieval on one vLLM engine.
+
+Importing this package imports neither vLLM nor LangChain nor LlamaIndex; the engine starts
+on first use, and the framework adapters live in ``vllm_retrieval.langchain`` and
+``vllm_retrieval.llama_index``.
+"""
+
+from .core import (
+    DEFAULT_MODEL,
+    EncodedText,
+    Encoder,
+    EngineError,
+    ModelProfile,
+    RemoteEngineError,
+    StoreCorruptError,
+    StoreError,
+    StoreMismatchError,
+    VLLMRetrievalError,
+    shutdown_engines,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EncodedText",
+    "Encoder",
+    "EngineError",
+    "ModelProfile",
+    "RemoteEngineError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreMismatchError",
+    "VLLMRetrievalError",
+    "__version__",
+    "shutdown_engines",
+]

@@ -1,0 +1,249 @@
+"""The shared in-process vLLM engine: one per (model, engine settings) per process.
+
+vLLM's ``LLM`` is not thread-safe, so each engine is owned by one worker thread. Callers on
+any thread or asyncio task submit token-id lists and get a ``concurrent.futures.Future``;
+the worker drains every request waiting in its queue into a single ``LLM.encode`` call
+(dynamic batching across callers), then splits the outputs back to their futures.
+
+The engine runs the ``token_embed`` task with ``use_activation=False``: each output row is
+a raw last hidden state (or a raw ColBERT projection). Dense pooling, row selection and L2
+normalisation happen in the core (:mod:`vllm_retrieval.core.profiles`), so one forward pass
+gives both the dense vector and the token vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import EngineError, require
+
+__all__ = ["EngineSettings", "SharedEngine", "get_engine", "shutdown_engines"]
+
+RowsArray = npt.NDArray[np.float32]
+
+# CPU defaults measured on a 2-core, 24 GiB machine (see README, "Engine settings").
+_CPU_ENV_DEFAULTS = {
+    # Encoder-only pooling models use no KV cache worth the name; 1 GiB passes the NUMA check.
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+}
+
+
+def _cuda_available() -> bool:
+    try:
+        torch = require("torch", "cpu")
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What makes two engines different. Encoders with equal settings share one engine."""
+
+    model: str
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    extra: str = "{}"  # JSON of further ``vllm.LLM`` keyword arguments, sorted
+    max_batch_tokens: int = 16384
+
+    @classmethod
+    def create(
+        cls,
+        model: str,
+        *,
+        dtype: str | None = None,
+        max_model_len: int | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        max_batch_tokens: int = 16384,
+    ) -> EngineSettings:
+        try:
+            extra = json.dumps(engine_kwargs or {}, sort_keys=True)
+        except TypeError as exc:
+            raise TypeError(f"engine_kwargs must be JSON-serialisable: {exc}") from exc
+        return cls(
+            model=model,
+            dtype=dtype or "auto",
+            max_model_len=max_model_len,
+            extra=extra,
+            max_batch_tokens=max_batch_tokens,
+        )
+
+
+@dataclass
+class _Job:
+    ids: list[list[int]]
+    future: Future[list[RowsArray]] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class SharedEngine:
+    """A vLLM engine owned by one worker thread; thread- and asyncio-safe to call."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._ready: Future[None] = Future()
+        self._thread = threading.Thread(
+            target=self._run, name=f"vllm-retrieval-engine:{os.path.basename(settings.model)}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the engine has started (raises EngineError if it failed to)."""
+        self._ready.result(timeout=timeout)
+
+    @property
+    def ready_future(self) -> Future[None]:
+        return self._ready
+
+    def submit(self, ids: Sequence[list[int]]) -> Future[list[RowsArray]]:
+        """Queue token-id lists; the future gives one ``[rows, dim]`` float32 array each."""
+        job = _Job(ids=list(ids))
+        if not job.ids:
+            job.future.set_result([])
+            return job.future
+        if not self._thread.is_alive():
+            job.future.set_exception(EngineError("the vLLM engine has stopped"))
+            return job.future
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=60)
+
+    # -- worker ---------------------------------------------------------------------------
+
+    def _start_llm(self) -> Any:
+        vllm = require("vllm", "cpu")
+        cuda = _cuda_available()
+        if not cuda:
+            for key, value in _CPU_ENV_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+            # vLLM reserves one core for the frontend by default; encoding wants them all.
+            cpus = sorted(os.sched_getaffinity(0))
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cpus)))
+        from vllm.config import PoolerConfig
+
+        kwargs: dict[str, Any] = {
+            "model": self.settings.model,
+            "runner": "pooling",
+            "pooler_config": PoolerConfig(task="token_embed", use_activation=False),
+            "dtype": self.settings.dtype if self.settings.dtype != "auto" or cuda else "float32",
+            "enforce_eager": not cuda,
+            "seed": 0,
+        }
+        if self.settings.max_model_len is not None:
+            kwargs["max_model_len"] = self.settings.max_model_len
+        if cuda:
+            kwargs["gpu_memory_utilization"] = 0.5
+        kwargs.update(json.loads(self.settings.extra))
+        return vllm.LLM(**kwargs)
+
+    def _run(self) -> None:
+        try:
+            llm = self._start_llm()
+            from vllm.inputs import TokensPrompt
+
+            self._tokens_prompt = TokensPrompt
+        except BaseException as exc:  # noqa: BLE001 - reported to every caller
+            err = EngineError(f"could not start vLLM for {self.settings.model!r}: {exc}")
+            err.__cause__ = exc
+            self._ready.set_exception(err)
+            self._fail_pending(err)
+            return
+        self._ready.set_result(None)
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            jobs: list[_Job] = [first]
+            budget = sum(len(i) for i in first.ids)
+            # Coalesce whatever else is already waiting, up to a token budget.
+            while budget < self.settings.max_batch_tokens:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                jobs.append(nxt)
+                budget += sum(len(i) for i in nxt.ids)
+            self._encode(llm, jobs)
+        self._fail_pending(EngineError("the vLLM engine was shut down"))
+        del llm
+
+    def _encode(self, llm: Any, jobs: list[_Job]) -> None:
+        live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        prompts = [self._tokens_prompt(prompt_token_ids=ids) for j in live for ids in j.ids]
+        try:
+            outputs = llm.encode(prompts, pooling_task="token_embed", use_tqdm=False)
+            rows: list[RowsArray] = []
+            for out in outputs:
+                error = getattr(out, "error", None)
+                if error:
+                    raise EngineError(f"vLLM failed on a request: {error}")
+                data = out.outputs.data
+                rows.append(np.asarray(data.float().cpu().numpy(), dtype=np.float32))
+            if len(rows) != len(prompts):
+                raise EngineError(f"vLLM returned {len(rows)} outputs for {len(prompts)} inputs")
+        except BaseException as exc:  # noqa: BLE001 - the engine thread must survive
+            err = exc if isinstance(exc, EngineError) else EngineError(f"vLLM encode failed: {exc}")
+            for job in live:
+                job.future.set_exception(err)
+            return
+        start = 0
+        for job in live:
+            job.future.set_result(rows[start : start + len(job.ids)])
+            start += len(job.ids)
+
+    def _fail_pending(self, err: Exception) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(job, _Job) and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(err)
+
+
+_ENGINES: dict[EngineSettings, SharedEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(settings: EngineSettings) -> SharedEngine:
+    """The process-wide engine for ``settings``, started on first use."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(settings)
+        if engine is None or not engine._thread.is_alive():
+            engine = SharedEngine(settings)
+            _ENGINES[settings] = engine
+        return engine
+
+
+def shutdown_engines() -> None:
+    """Stop every engine of this process (tests and long-lived apps that swap models)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.close()

