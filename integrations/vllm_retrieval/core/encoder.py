@@ -169,7 +169,9 @@ class Encoder(BaseModel):
         )["input_ids"]
         cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
         sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-        return [prof.build_ids(list(b), is_query=is_query, cls_id=cls_id, sep_id=sep_id) for b in base]
+        return [
+            prof.build_ids(list(b), is_query=is_query, cls_id=cls_id, sep_id=sep_id) for b in base
+        ]
 
     def _finish(self, ids: list[int], rows: FloatArray, *, is_query: bool) -> EncodedText:
         prof = self.profile

@@ -17,10 +17,10 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +86,15 @@ class _Job:
     future: Future[list[RowsArray]] = field(default_factory=Future)
 
 
+T = TypeVar("T")
+
+
+@dataclass
+class _Call(Generic[T]):
+    fn: Callable[[Any], T]
+    future: Future[T] = field(default_factory=Future)
+
+
 _STOP = object()
 
 
@@ -97,7 +106,8 @@ class SharedEngine:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ready: Future[None] = Future()
         self._thread = threading.Thread(
-            target=self._run, name=f"vllm-retrieval-engine:{os.path.basename(settings.model)}",
+            target=self._run,
+            name=f"vllm-retrieval-engine:{os.path.basename(settings.model)}",
             daemon=True,
         )
         self._thread.start()
@@ -118,6 +128,15 @@ class SharedEngine:
         if not job.ids:
             job.future.set_result([])
             return job.future
+        if not self._thread.is_alive():
+            job.future.set_exception(EngineError("the vLLM engine has stopped"))
+            return job.future
+        self._queue.put(job)
+        return job.future
+
+    def call(self, fn: Callable[[Any], T]) -> Future[T]:
+        """Run ``fn(llm)`` on the engine thread (e.g. vLLM's own ``LLM.score``)."""
+        job: _Call[T] = _Call(fn)
         if not self._thread.is_alive():
             job.future.set_exception(EngineError("the vLLM engine has stopped"))
             return job.future
@@ -162,7 +181,7 @@ class SharedEngine:
             from vllm.inputs import TokensPrompt
 
             self._tokens_prompt = TokensPrompt
-        except BaseException as exc:  # noqa: BLE001 - reported to every caller
+        except BaseException as exc:  # reported to every caller
             err = EngineError(f"could not start vLLM for {self.settings.model!r}: {exc}")
             err.__cause__ = exc
             self._ready.set_exception(err)
@@ -173,6 +192,9 @@ class SharedEngine:
             first = self._queue.get()
             if first is _STOP:
                 break
+            if isinstance(first, _Call):
+                self._run_call(llm, first)
+                continue
             jobs: list[_Job] = [first]
             budget = sum(len(i) for i in first.ids)
             # Coalesce whatever else is already waiting, up to a token budget.
@@ -181,14 +203,23 @@ class SharedEngine:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
-                    self._queue.put(_STOP)
+                if nxt is _STOP or isinstance(nxt, _Call):
+                    self._queue.put(nxt)  # handled on the next turn, in order enough
                     break
                 jobs.append(nxt)
                 budget += sum(len(i) for i in nxt.ids)
             self._encode(llm, jobs)
         self._fail_pending(EngineError("the vLLM engine was shut down"))
         del llm
+
+    @staticmethod
+    def _run_call(llm: Any, job: _Call[Any]) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            job.future.set_result(job.fn(llm))
+        except BaseException as exc:  # the engine thread must survive
+            job.future.set_exception(exc)
 
     def _encode(self, llm: Any, jobs: list[_Job]) -> None:
         live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
@@ -206,7 +237,7 @@ class SharedEngine:
                 rows.append(np.asarray(data.float().cpu().numpy(), dtype=np.float32))
             if len(rows) != len(prompts):
                 raise EngineError(f"vLLM returned {len(rows)} outputs for {len(prompts)} inputs")
-        except BaseException as exc:  # noqa: BLE001 - the engine thread must survive
+        except BaseException as exc:  # the engine thread must survive
             err = exc if isinstance(exc, EngineError) else EngineError(f"vLLM encode failed: {exc}")
             for job in live:
                 job.future.set_exception(err)
@@ -222,7 +253,7 @@ class SharedEngine:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(job, _Job) and job.future.set_running_or_notify_cancel():
+            if isinstance(job, (_Job, _Call)) and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(err)
 
 

@@ -148,6 +148,7 @@ class ModelProfile:
         """Dense vector from the raw rows of one text (before any row is dropped)."""
         if rows.shape[0] == 0:
             raise ValueError("cannot pool zero rows")
+        vec: npt.NDArray[np.float64]
         if self.pooling == "mean":
             vec = rows.mean(axis=0, dtype=np.float64)
         elif self.pooling == "cls":
@@ -157,7 +158,8 @@ class ModelProfile:
         else:
             vec = rows[-1].astype(np.float64)
         vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
-        return vec.astype(np.float32)
+        out: FloatArray = vec.astype(np.float32)
+        return out
 
     @staticmethod
     def normalize_rows(rows: FloatArray) -> FloatArray:
@@ -206,9 +208,11 @@ def load_profile(
         model_limit -= 2  # XLM-R positions are offset by the padding index
 
     st_cfg = _read_json(model_dir / "sentence_bert_config.json")
-    st_limit = int(st_cfg["max_seq_length"]) if isinstance(st_cfg, dict) and st_cfg.get(
-        "max_seq_length"
-    ) else None
+    st_limit = (
+        int(st_cfg["max_seq_length"])
+        if isinstance(st_cfg, dict) and st_cfg.get("max_seq_length")
+        else None
+    )
     st_prompts = _read_json(model_dir / "config_sentence_transformers.json")
     prompts = st_prompts.get("prompts", {}) if isinstance(st_prompts, dict) else {}
     prompts = prompts if isinstance(prompts, dict) else {}
@@ -225,9 +229,7 @@ def load_profile(
         d_tok = str(meta.get("doc_token_id", "[unused1]"))
         skip: frozenset[int] = frozenset()
         if meta.get("mask_punctuation", True) and tokenizer is not None:
-            skip = frozenset(
-                int(vocab[p]) for p in string.punctuation if p in vocab
-            )
+            skip = frozenset(int(vocab[p]) for p in string.punctuation if p in vocab)
         return ModelProfile(
             kind="colbert",
             pooling=pooling or "mean",
