@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .engine import EngineSettings, SharedEngine, get_engine
+from .engine import EngineBackend, EngineSettings, get_engine
 from .errors import require
 from .profiles import ModelProfile, Pooling, load_profile, resolve_model_path
 
@@ -97,11 +97,17 @@ class Encoder(BaseModel):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Further keyword arguments for vllm.LLM."
     )
+    base_url: str | None = Field(
+        default=None,
+        description="URL of a remote `vllm serve` (token_embed) server; None runs vLLM in-process.",
+    )
+    api_key: str | None = Field(default=None, description="API key of the remote server.")
+    timeout: float = Field(default=60.0, gt=0, description="Remote request timeout in seconds.")
 
     _model_path: str = PrivateAttr(default="")
     _profile: ModelProfile | None = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
-    _engine: SharedEngine | None = PrivateAttr(default=None)
+    _engine: EngineBackend | None = PrivateAttr(default=None)
     _dim: int | None = PrivateAttr(default=None)
 
     def model_post_init(self, __context: Any) -> None:
@@ -140,10 +146,16 @@ class Encoder(BaseModel):
         )
 
     @property
-    def engine(self) -> SharedEngine:
+    def engine(self) -> EngineBackend:
         """The shared engine (started, and waited for, on first use)."""
         if self._engine is None:
-            engine = get_engine(self.engine_settings)
+            engine: EngineBackend
+            if self.base_url is not None:
+                from .remote import get_remote_engine
+
+                engine = get_remote_engine(self)
+            else:
+                engine = get_engine(self.engine_settings)
             engine.wait_ready()
             self._engine = engine
         return self._engine

@@ -20,14 +20,14 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import EngineError, require
 
-__all__ = ["EngineSettings", "SharedEngine", "get_engine", "shutdown_engines"]
+__all__ = ["EngineBackend", "EngineSettings", "SharedEngine", "get_engine", "shutdown_engines"]
 
 RowsArray = npt.NDArray[np.float32]
 
@@ -45,6 +45,16 @@ def _cuda_available() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
+
+
+class EngineBackend(Protocol):
+    """What the Encoder needs from an engine: in-process (SharedEngine) or remote."""
+
+    def wait_ready(self, timeout: float | None = None) -> None: ...
+
+    def submit(self, ids: Sequence[list[int]]) -> Future[list[RowsArray]]:
+        """Raw ``[rows, dim]`` float32 arrays (token_embed, no activation), one per id list."""
+        ...
 
 
 @dataclass(frozen=True)
