@@ -1,0 +1,185 @@
+"""``VLLMMaxSimRerank``: a LlamaIndex node postprocessor that reranks by MaxSim."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+if TYPE_CHECKING:
+    from ..core.encoder import Encoder
+    from ..core.reranker import MaxSimReranker, RerankResult
+
+__all__ = ["VLLMMaxSimRerank"]
+
+dispatcher = get_dispatcher(__name__)
+
+
+class VLLMMaxSimRerank(BaseNodePostprocessor):
+    """Rerank retrieved nodes by ColBERT-style MaxSim late interaction on the shared engine.
+
+    The scores and the order are exactly those of the core
+    :class:`~vllm_retrieval.core.reranker.MaxSimReranker` over the nodes' text (by default
+    without metadata, as the multi-vector store indexes it; see ``metadata_mode``). The
+    incoming nodes are never modified: the result holds new ``NodeWithScore`` objects around
+    copies of the nodes. With ``keep_retrieval_score`` the copy's
+    ``metadata["retrieval_score"]`` holds the score the node came in with.
+
+    Example:
+        .. code-block:: python
+
+            rerank = VLLMMaxSimRerank(encoder=encoder, top_n=3)
+            engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])
+    """
+
+    model: str = Field(default="", description="The reranking model (shown in events).")
+    top_n: int | None = Field(
+        default=5, gt=0, description="Nodes to return, best first; None returns all, reordered."
+    )
+    keep_retrieval_score: bool = Field(
+        default=False,
+        description="Keep the incoming score in the copy's metadata['retrieval_score'].",
+    )
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.NONE,
+        description="Which metadata goes into the text that is reranked (NONE: text only).",
+    )
+
+    _reranker: MaxSimReranker = PrivateAttr()
+
+    def __init__(
+        self,
+        top_n: int | None = 5,
+        *,
+        encoder: Encoder | None = None,
+        reranker: MaxSimReranker | None = None,
+        keep_retrieval_score: bool = False,
+        metadata_mode: MetadataMode = MetadataMode.NONE,
+        model: str | None = None,
+        callback_manager: CallbackManager | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(top_n, bool):
+            raise TypeError("top_n must be an int or None")
+        if reranker is not None and encoder is not None:
+            raise ValueError("pass either reranker= or encoder=, not both")
+        if reranker is None:
+            from ..core.encoder import Encoder
+            from ..core.reranker import MaxSimReranker
+
+            reranker = MaxSimReranker(encoder=encoder if encoder is not None else Encoder())
+        if model is None:
+            enc = getattr(reranker, "encoder", None)
+            model = str(getattr(enc, "model", None) or getattr(enc, "model_path", "") or "")
+        fields: dict[str, Any] = {
+            "model": model,
+            "top_n": top_n,
+            "keep_retrieval_score": keep_retrieval_score,
+            "metadata_mode": metadata_mode,
+            **kwargs,
+        }
+        if callback_manager is not None:
+            fields["callback_manager"] = callback_manager
+        super().__init__(**fields)
+        self._reranker = reranker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "VLLMMaxSimRerank"
+
+    @property
+    def reranker(self) -> MaxSimReranker:
+        """The core reranker doing the scoring."""
+        return self._reranker
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
+        return [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+
+    def _limit(self, nodes: Sequence[NodeWithScore]) -> int:
+        return len(nodes) if self.top_n is None else min(self.top_n, len(nodes))
+
+    def _copy(self, src: NodeWithScore, score: float) -> NodeWithScore:
+        metadata = dict(src.node.metadata)
+        if self.keep_retrieval_score:
+            metadata["retrieval_score"] = src.score
+        node = src.node.model_copy(update={"metadata": metadata})
+        return NodeWithScore(node=node, score=float(score))
+
+    def _results(
+        self, nodes: Sequence[NodeWithScore], results: Sequence[RerankResult]
+    ) -> list[NodeWithScore]:
+        return [self._copy(nodes[r.index], r.score) for r in results][: self._limit(nodes)]
+
+    def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> None:
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle,
+                nodes=nodes,
+                top_n=self._limit(nodes),
+                model_name=self.model,
+            )
+        )
+
+    def _payload(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> dict[str, Any]:
+        return {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: self.model,
+            EventPayload.QUERY_STR: query_bundle.query_str,
+            EventPayload.TOP_K: self._limit(nodes),
+        }
+
+    @staticmethod
+    def _check_query(query_bundle: QueryBundle | None) -> QueryBundle:
+        if query_bundle is None:
+            raise ValueError("Missing query bundle: VLLMMaxSimRerank needs the query to rerank")
+        return query_bundle
+
+    # -- BaseNodePostprocessor -------------------------------------------------------------
+
+    def _postprocess_nodes(
+        self,
+        nodes: list[NodeWithScore],
+        query_bundle: QueryBundle | None = None,
+    ) -> list[NodeWithScore]:
+        query_bundle = self._check_query(query_bundle)
+        if not nodes:
+            return []
+        texts = self._texts(nodes)
+        self._start(nodes, query_bundle)
+        with self.callback_manager.event(
+            CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)
+        ) as event:
+            results = self._reranker.rerank(query_bundle.query_str, texts, top_n=self._limit(nodes))
+            new_nodes = self._results(nodes, results)
+            event.on_end(payload={EventPayload.NODES: new_nodes})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+        return new_nodes
+
+    async def _apostprocess_nodes(
+        self,
+        nodes: list[NodeWithScore],
+        query_bundle: QueryBundle | None = None,
+    ) -> list[NodeWithScore]:
+        query_bundle = self._check_query(query_bundle)
+        if not nodes:
+            return []
+        texts = self._texts(nodes)
+        self._start(nodes, query_bundle)
+        with self.callback_manager.event(
+            CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)
+        ) as event:
+            results = await self._reranker.arerank(
+                query_bundle.query_str, texts, top_n=self._limit(nodes)
+            )
+            new_nodes = self._results(nodes, results)
+            event.on_end(payload={EventPayload.NODES: new_nodes})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+        return new_nodes

@@ -1,0 +1,236 @@
+"""``VLLMMultiVectorRetriever`` and helpers that index LlamaIndex nodes in a MultiVectorStore."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.schema import (
+    BaseNode,
+    IndexNode,
+    MetadataMode,
+    NodeWithScore,
+    QueryBundle,
+    TextNode,
+)
+from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+from .filters import to_store_filter
+
+if TYPE_CHECKING:
+    from ..core.encoder import Encoder
+    from ..core.store import MultiVectorStore, SearchHit
+
+__all__ = [
+    "SearchMode",
+    "VLLMMultiVectorRetriever",
+    "aindex_nodes",
+    "build_store_from_documents",
+    "index_nodes",
+    "json_safe_metadata",
+]
+
+logger = logging.getLogger(__name__)
+
+SearchMode = Literal["hybrid", "dense", "maxsim", "fusion"]
+_MODES: tuple[str, ...] = get_args(SearchMode)
+
+
+# -- nodes -> store ------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> bool:
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_json_safe(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_safe(v) for k, v in value.items())
+    return False
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def json_safe_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``metadata`` with only the JSON-safe entries (others are left out).
+
+    JSON-safe: str, int, bool, finite float, None, and lists/dicts of those (dict keys str).
+    """
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if isinstance(key, str) and _json_safe(value):
+            out[key] = _plain(value)
+        else:
+            logger.debug("metadata key %r left out: %r is not JSON-safe", key, type(value))
+    return out
+
+
+def _texts_metadatas_ids(
+    nodes: Iterable[BaseNode],
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    texts: list[str] = []
+    metadatas: list[dict[str, Any]] = []
+    ids: list[str] = []
+    for node in nodes:
+        if not isinstance(node, BaseNode):
+            raise TypeError(f"expected LlamaIndex Documents or Nodes, got {type(node).__name__}")
+        text = node.get_content(metadata_mode=MetadataMode.NONE)
+        if not text:
+            raise ValueError(f"node {node.node_id!r} has no text to index")
+        texts.append(text)
+        metadatas.append(json_safe_metadata(dict(node.metadata)))
+        ids.append(node.node_id)
+    if len(set(ids)) != len(ids):
+        raise ValueError("the nodes' ids are not unique")
+    return texts, metadatas, ids
+
+
+def index_nodes(store: MultiVectorStore, nodes: Iterable[BaseNode]) -> list[str]:
+    """Add LlamaIndex Documents/Nodes to ``store``; ids are the nodes' ``node_id``.
+
+    The text indexed is the node's content without metadata; the JSON-safe metadata is
+    stored alongside (and is what retriever filters see). Returns the ids added.
+    """
+    texts, metadatas, ids = _texts_metadatas_ids(nodes)
+    if not texts:
+        return []
+    return [str(i) for i in store.add_texts(texts, metadatas=metadatas, ids=ids)]
+
+
+async def aindex_nodes(store: MultiVectorStore, nodes: Iterable[BaseNode]) -> list[str]:
+    """Async :func:`index_nodes`."""
+    texts, metadatas, ids = _texts_metadatas_ids(nodes)
+    if not texts:
+        return []
+    return [str(i) for i in await store.aadd_texts(texts, metadatas=metadatas, ids=ids)]
+
+
+def build_store_from_documents(
+    docs_or_nodes: Iterable[BaseNode],
+    store: MultiVectorStore | None = None,
+    *,
+    encoder: Encoder | None = None,
+    path: str | None = None,
+    **store_kwargs: Any,
+) -> MultiVectorStore:
+    """Index LlamaIndex Documents/Nodes in a multi-vector store and return the store.
+
+    With ``store=`` the nodes are added to it; otherwise a new ``MultiVectorStore`` is made
+    at ``path`` (in memory when ``path`` is None) over ``encoder`` (default: a new
+    :class:`~vllm_retrieval.core.encoder.Encoder`, which joins the process's shared engine).
+    """
+    if store is None:
+        from ..core.encoder import Encoder
+        from ..core.store import MultiVectorStore
+
+        enc = encoder if encoder is not None else Encoder()
+        if path is not None:
+            store = MultiVectorStore(path=path, encoder=enc, **store_kwargs)
+        else:
+            store_kwargs.setdefault("location", ":memory:")
+            store = MultiVectorStore(encoder=enc, **store_kwargs)
+    elif encoder is not None or path is not None or store_kwargs:
+        raise ValueError("pass either store= or the settings of a new store, not both")
+    index_nodes(store, docs_or_nodes)
+    return store
+
+
+# -- the retriever ---------------------------------------------------------------------------
+
+
+class VLLMMultiVectorRetriever(BaseRetriever):
+    """Retrieve LlamaIndex nodes from a :class:`~vllm_retrieval.core.store.MultiVectorStore`.
+
+    ``mode`` picks the store's search: ``"hybrid"`` (dense prefetch of ``candidates``,
+    reranked by MaxSim; the default), ``"dense"``, ``"maxsim"`` (exhaustive late
+    interaction) or ``"fusion"``. ``filters`` are LlamaIndex ``MetadataFilters`` (operators
+    EQ, NE, GT, GTE, LT, LTE, IN, NIN; conditions AND, OR, NOT; nested) or a store filter
+    dict. Each result is a ``NodeWithScore`` whose ``TextNode`` has the stored id, text and
+    metadata.
+
+    Example:
+        .. code-block:: python
+
+            store = build_store_from_documents(documents, encoder=encoder)
+            retriever = VLLMMultiVectorRetriever(store, similarity_top_k=5)
+            nodes = retriever.retrieve("What do statins do?")
+    """
+
+    def __init__(
+        self,
+        store: MultiVectorStore,
+        *,
+        similarity_top_k: int = 10,
+        mode: SearchMode = "hybrid",
+        candidates: int = 200,
+        filters: MetadataFilters | MetadataFilter | dict[str, Any] | None = None,
+        callback_manager: CallbackManager | None = None,
+        object_map: dict[str, Any] | None = None,
+        objects: list[IndexNode] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int):
+            raise TypeError("similarity_top_k must be an int")
+        if similarity_top_k <= 0:
+            raise ValueError(f"similarity_top_k must be > 0, got {similarity_top_k}")
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates <= 0:
+            raise ValueError(f"candidates must be a positive int, got {candidates!r}")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
+        self._store = store
+        self.similarity_top_k = similarity_top_k
+        self.mode: SearchMode = mode
+        self.candidates = candidates
+        to_store_filter(filters)  # fail early on an unsupported operator
+        self.filters = filters
+        super().__init__(
+            callback_manager=callback_manager,
+            object_map=object_map,
+            objects=objects,
+            verbose=verbose,
+        )
+
+    @property
+    def store(self) -> MultiVectorStore:
+        return self._store
+
+    def _search_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "k": self.similarity_top_k,
+            "mode": self.mode,
+            "candidates": self.candidates,
+        }
+        store_filter = to_store_filter(self.filters)
+        if store_filter is not None:
+            kwargs["filter"] = store_filter
+        return kwargs
+
+    @staticmethod
+    def _to_nodes(hits: Sequence[SearchHit]) -> list[NodeWithScore]:
+        return [
+            NodeWithScore(
+                node=TextNode(id_=str(hit.id), text=hit.text, metadata=dict(hit.metadata or {})),
+                score=float(hit.score),
+            )
+            for hit in hits
+        ]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        hits = self._store.search(query_bundle.query_str, **self._search_kwargs())
+        return self._to_nodes(hits)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        hits = await self._store.asearch(query_bundle.query_str, **self._search_kwargs())
+        return self._to_nodes(hits)
