@@ -233,7 +233,14 @@ class Encoder(BaseModel):
         if self._engine is None:
             await asyncio.to_thread(self.start)
         ids = self.token_ids(items, is_query=is_query)
-        parts = await asyncio.gather(*(asyncio.wrap_future(f) for f in self._submit(ids)))
+        asubmit = getattr(self._engine, "asubmit", None)  # native async backends (remote)
+        if asubmit is not None:
+            bs = self.batch_size
+            parts = await asyncio.gather(
+                *(asubmit(ids[i : i + bs]) for i in range(0, len(ids), bs))
+            )
+        else:
+            parts = await asyncio.gather(*(asyncio.wrap_future(f) for f in self._submit(ids)))
         rows = [r for part in parts for r in part]
         return [self._finish(i, r, is_query=is_query) for i, r in zip(ids, rows, strict=True)]
 
