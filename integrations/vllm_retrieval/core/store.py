@@ -1,0 +1,1304 @@
+"""``MultiVectorStore``: dense + ColBERT token vectors in Qdrant (embedded Edge or a server).
+
+Qdrant is the storage engine; this module only maps the project's API onto it:
+
+* **Embedded (default)**: ``MultiVectorStore(path="./idx", encoder=enc)`` keeps a Qdrant Edge
+  shard (``qdrant-edge-py``, the Qdrant engine in-process with its WAL) in ``idx/shard`` and
+  the store's settings in ``idx/vllm_retrieval.json`` (plain JSON; nothing in the directory is
+  ever unpickled or executed).
+* **Server / cluster**: ``MultiVectorStore(url=..., api_key=..., collection="docs")`` uses
+  ``qdrant-client``; the settings live in the collection's metadata. ``location=":memory:"``
+  or ``client_path=...`` use qdrant-client's local mode (same API, for tests).
+
+Both backends have the same schema: a named dense vector ``"dense"`` (cosine, HNSW), a named
+multivector ``"colbert"`` (cosine, MaxSim comparator, HNSW disabled with ``m=0``), and a
+payload ``{"text", "metadata", "doc_id"}``. String ids are mapped to UUIDv5 point ids (ints
+are used as they are); results always carry the caller's original id, type preserved.
+
+Search modes (filters apply before scoring in every mode):
+
+``dense``   cosine on the dense vector (HNSW).
+``maxsim``  exhaustive MaxSim (sum over query tokens of the best document-token cosine).
+``hybrid``  (default) dense prefetch of ``candidates`` then MaxSim rerank, in one Qdrant query.
+``fusion``  reciprocal-rank fusion (``fusion="rrf"``) or distribution-based normalised score
+            fusion (``fusion="dbsf"``) of the dense and exhaustive MaxSim lists.
+
+Error policy: every input is validated before anything is written (a bad call leaves the store
+unchanged). Duplicate ids in one call raise :class:`DuplicateIdError`; deleting unknown ids is
+not an error (``delete`` returns how many documents were actually removed); ``get`` skips
+unknown ids while ``get_tokens`` raises ``KeyError`` for them (its result is positional).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import StoreCorruptError, StoreError, StoreMismatchError, require
+from .filters import FilterFactory, parse_filter, to_qdrant
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
+
+__all__ = [
+    "COMPRESSIONS",
+    "MODES",
+    "DuplicateIdError",
+    "MultiVectorStore",
+    "SearchHit",
+    "StoreManifest",
+]
+
+FloatArray = npt.NDArray[np.float32]
+DocId = str | int
+Mode = Literal["dense", "maxsim", "hybrid", "fusion"]
+MODES: tuple[str, ...] = ("dense", "maxsim", "hybrid", "fusion")
+COMPRESSIONS: tuple[str, ...] = ("fp16", "int8", "binary")
+DENSE = "dense"
+TOKENS = "colbert"
+MANIFEST_NAME = "vllm_retrieval.json"
+SHARD_DIR = "shard"
+FORMAT = "vllm-retrieval/multivector-store"
+SCHEMA_VERSION = 1
+_ID_NAMESPACE = uuid.UUID("6f1c0a52-3a43-5b8e-9d0e-6c1b1f0f7d21")
+_MAX_INT_ID = 2**63 - 1
+
+
+class DuplicateIdError(StoreError, ValueError):
+    """The same id appears more than once in one ``add_*`` call."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: the caller's id, the score, the text and the metadata."""
+
+    id: str | int
+    score: float
+    text: str
+    metadata: dict[str, Any]
+
+
+class EncoderSettings(BaseModel):
+    """What is needed to rebuild the store's ``Encoder`` and to recognise a different one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Model name or folder (the packaged model by its name).")
+    query_prefix: str | None = None
+    document_prefix: str | None = None
+    max_length: int | None = None
+    query_length: int | None = None
+    pooling: str | None = None
+    profile: dict[str, Any] = Field(description="`ModelProfile.describe()` of the encoder.")
+
+
+class StoreManifest(BaseModel):
+    """The store's settings, as JSON in the directory or in the collection metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["vllm-retrieval/multivector-store"] = "vllm-retrieval/multivector-store"
+    schema_version: int = SCHEMA_VERSION
+    dim: int = Field(gt=0, description="Width of dense and token vectors.")
+    dense_vector: str = DENSE
+    token_vector: str = TOKENS
+    distance: Literal["cosine"] = "cosine"
+    compression: Literal["fp16", "int8", "binary"] | None = None
+    encoder: EncoderSettings | None = Field(
+        default=None, description="None: vectors are supplied by the caller (add_encoded)."
+    )
+
+
+def _model_id(encoder: Encoder) -> str:
+    from .profiles import DEFAULT_MODEL, default_model_path
+
+    try:
+        if Path(encoder.model_path).resolve() == Path(default_model_path()).resolve():
+            return DEFAULT_MODEL
+    except Exception:  # pragma: no cover - packaged model missing
+        pass
+    return encoder.model or encoder.model_path
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def encoder_settings(encoder: Encoder) -> EncoderSettings:
+    """The settings recorded for ``encoder``."""
+    return EncoderSettings(
+        model=_model_id(encoder),
+        query_prefix=encoder.query_prefix,
+        document_prefix=encoder.document_prefix,
+        max_length=encoder.max_length,
+        query_length=encoder.query_length,
+        pooling=encoder.pooling,
+        profile=_json_safe(encoder.profile.describe()),
+    )
+
+
+# -- input validation -------------------------------------------------------------------------
+
+
+def _point_id(doc_id: Any) -> int | str:
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (int, str)):
+        raise TypeError(f"ids must be str or int, got {type(doc_id).__name__}: {doc_id!r}")
+    if isinstance(doc_id, int):
+        if not 0 <= doc_id <= _MAX_INT_ID:
+            raise ValueError(f"int ids must be in [0, 2**63), got {doc_id}")
+        return doc_id
+    if doc_id == "":
+        raise ValueError("ids must not be empty strings")
+    return str(uuid.uuid5(_ID_NAMESPACE, doc_id))
+
+
+def _check_ids(ids: Any, n: int | None, what: str = "ids") -> list[DocId]:
+    if isinstance(ids, (str, bytes, int)):
+        raise TypeError(f"{what} must be a list of str or int, not a single {type(ids).__name__}")
+    out = list(ids)
+    if n is not None and len(out) != n:
+        raise ValueError(f"got {len(out)} {what} for {n} texts")
+    seen: set[tuple[type, DocId]] = set()
+    for doc_id in out:
+        _point_id(doc_id)
+        key = (type(doc_id), doc_id)
+        if key in seen:
+            raise DuplicateIdError(f"id {doc_id!r} appears more than once in one call")
+        seen.add(key)
+    return out
+
+
+def _check_metadatas(metadatas: Any, n: int) -> list[dict[str, Any]]:
+    if metadatas is None:
+        return [{} for _ in range(n)]
+    if isinstance(metadatas, Mapping):
+        raise TypeError("metadatas must be a list of dicts (one per text), not a single dict")
+    out = list(metadatas)
+    if len(out) != n:
+        raise ValueError(f"got {len(out)} metadatas for {n} texts")
+    clean: list[dict[str, Any]] = []
+    for i, meta in enumerate(out):
+        if meta is None:
+            clean.append({})
+            continue
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"metadatas[{i}] must be a dict, got {type(meta).__name__}")
+        for key in meta:
+            if not isinstance(key, str):
+                raise TypeError(f"metadatas[{i}] has a non-str key {key!r}")
+        try:
+            clean.append(json.loads(json.dumps(dict(meta), allow_nan=False)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metadatas[{i}] is not JSON-serialisable: {exc}") from None
+    return clean
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a list of strings, not a single string")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+    return out
+
+
+def _check_dense(dense: Any, n: int, dim: int | None) -> FloatArray:
+    arr = np.asarray(dense, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"dense vectors must have shape [{n}, d], got {list(arr.shape)}")
+    if dim is not None and arr.shape[1] != dim:
+        raise StoreMismatchError(f"dense vectors have {arr.shape[1]} dims, the store has {dim}")
+    if not np.isfinite(arr).all():
+        raise ValueError("dense vectors contain NaN or inf")
+    if n and (np.linalg.norm(arr, axis=1) == 0).any():
+        raise ValueError("a dense vector is all zeros (cosine is undefined)")
+    return arr
+
+
+def _check_tokens(tokens: Any, n: int, dim: int) -> list[FloatArray]:
+    if isinstance(tokens, np.ndarray) and tokens.ndim == 2:
+        raise TypeError("tokens must be a list of [T_i, d] arrays, one per document")
+    out = list(tokens)
+    if len(out) != n:
+        raise ValueError(f"got {len(out)} token matrices for {n} documents")
+    clean: list[FloatArray] = []
+    for i, tok in enumerate(out):
+        arr = np.asarray(tok, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise ValueError(f"tokens[{i}] must have shape [T>0, d], got {list(arr.shape)}")
+        if arr.shape[1] != dim:
+            raise StoreMismatchError(f"tokens[{i}] have {arr.shape[1]} dims, the store has {dim}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"tokens[{i}] contain NaN or inf")
+        clean.append(arr)
+    return clean
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    return int(k)
+
+
+@dataclass
+class _Point:
+    pid: int | str
+    dense: FloatArray
+    tokens: FloatArray
+    payload: dict[str, Any]
+
+
+@dataclass
+class _Record:
+    payload: dict[str, Any]
+    tokens: FloatArray | None
+
+
+# -- backends ---------------------------------------------------------------------------------
+
+
+class _EdgeBackend:
+    """Qdrant Edge: an in-process shard in ``<path>/shard``."""
+
+    kind = "edge"
+
+    def __init__(self, shard_dir: Path, manifest: StoreManifest, create: bool) -> None:
+        qe = require("qdrant_edge", "qdrant")
+        self.qe = qe
+        self.factory = FilterFactory(
+            match_value=lambda k, v: qe.FieldCondition(key=k, match=qe.MatchValue(v)),
+            match_any=lambda k, vs: qe.FieldCondition(key=k, match=qe.MatchAny(vs)),
+            range=lambda k, b: qe.FieldCondition(key=k, range=qe.RangeFloat(**b)),
+            filter=lambda **kw: qe.Filter(**kw),
+        )
+        self.quantized = manifest.compression in ("int8", "binary")
+        if create:
+            self.shard = qe.EdgeShard.create(str(shard_dir), self._config(manifest))
+        else:
+            self.shard = qe.EdgeShard.load(str(shard_dir))
+
+    def _config(self, m: StoreManifest) -> Any:
+        qe = self.qe
+        tok_kw: dict[str, Any] = {}
+        if m.compression == "fp16":
+            tok_kw["datatype"] = qe.VectorStorageDatatype.Float16
+        elif m.compression in ("int8", "binary"):
+            # Quantised codes pinned in RAM, fp16 originals on disk for rescoring.
+            tok_kw["datatype"] = qe.VectorStorageDatatype.Float16
+            tok_kw["memory"] = qe.Memory.Cold
+            if m.compression == "int8":
+                tok_kw["quantization_config"] = qe.ScalarQuantizationConfig(
+                    qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned
+                )
+            else:
+                tok_kw["quantization_config"] = qe.BinaryQuantizationConfig(
+                    encoding=qe.BinaryQuantizationEncoding.TwoBits,
+                    query_encoding=qe.BinaryQuantizationQueryEncoding.Scalar8Bits,
+                    memory=qe.Memory.Pinned,
+                )
+        return qe.EdgeConfig(
+            vectors={
+                DENSE: qe.EdgeVectorParams(size=m.dim, distance=qe.Distance.Cosine),
+                TOKENS: qe.EdgeVectorParams(
+                    size=m.dim,
+                    distance=qe.Distance.Cosine,
+                    multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+                    hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=0),
+                    **tok_kw,
+                ),
+            },
+        )
+
+    def upsert(self, points: list[_Point]) -> None:
+        qe = self.qe
+        pts = [
+            qe.Point(id=p.pid, vector={DENSE: p.dense, TOKENS: p.tokens}, payload=p.payload)
+            for p in points
+        ]
+        self.shard.update(qe.UpdateOperation.upsert_points(pts))
+
+    def delete_ids(self, pids: list[int | str]) -> None:
+        self.shard.update(self.qe.UpdateOperation.delete_points(pids))
+
+    def delete_filter(self, flt: Any) -> None:
+        self.shard.update(self.qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def retrieve(self, pids: list[int | str], with_tokens: bool) -> dict[int | str, _Record]:
+        recs = self.shard.retrieve(
+            pids, with_payload=True, with_vector=[TOKENS] if with_tokens else False
+        )
+        out: dict[int | str, _Record] = {}
+        for r in recs:
+            pid = r.id if isinstance(r.id, int) else str(r.id)
+            toks = None
+            if with_tokens and r.vector is not None:
+                toks = np.asarray(r.vector[TOKENS], dtype=np.float32)
+            out[pid] = _Record(dict(r.payload or {}), toks)
+        return out
+
+    def count(self, flt: Any = None) -> int:
+        return int(self.shard.count(self.qe.CountRequest(exact=True, filter=flt)))
+
+    def _nearest(self, vec: Any, using: str) -> Any:
+        return self.qe.Query.Nearest(vec, using=using)
+
+    def query(
+        self,
+        mode: str,
+        dense: FloatArray | None,
+        tokens: FloatArray | None,
+        k: int,
+        candidates: int,
+        flt: Any,
+        fusion: str,
+    ) -> list[tuple[float, dict[str, Any]]]:
+        qe = self.qe
+        tok_params = (
+            qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True))
+            if self.quantized
+            else None
+        )
+        dense_params = qe.SearchParams(hnsw_ef=max(candidates, 64))
+        prefetches = None
+        if mode == "dense":
+            query: Any = self._nearest(dense.tolist(), DENSE)  # type: ignore[union-attr]
+            params: Any = dense_params
+        elif mode == "maxsim":
+            query, params = self._nearest(tokens.tolist(), TOKENS), tok_params  # type: ignore[union-attr]
+        elif mode == "hybrid":
+            prefetches = [
+                qe.Prefetch(
+                    limit=candidates,
+                    query=self._nearest(dense.tolist(), DENSE),  # type: ignore[union-attr]
+                    filter=flt,
+                    params=dense_params,
+                )
+            ]
+            query, params = self._nearest(tokens.tolist(), TOKENS), tok_params  # type: ignore[union-attr]
+        else:
+            prefetches = [
+                qe.Prefetch(
+                    limit=candidates,
+                    query=self._nearest(dense.tolist(), DENSE),  # type: ignore[union-attr]
+                    filter=flt,
+                    params=dense_params,
+                ),
+                qe.Prefetch(
+                    limit=candidates,
+                    query=self._nearest(tokens.tolist(), TOKENS),  # type: ignore[union-attr]
+                    filter=flt,
+                    params=tok_params,
+                ),
+            ]
+            query = qe.Fusion.Rrf(k=60) if fusion == "rrf" else qe.Fusion.Dbsf()
+            params = None
+        res = self.shard.query(
+            qe.QueryRequest(
+                limit=k,
+                query=query,
+                prefetches=prefetches,
+                filter=flt,
+                params=params,
+                with_payload=True,
+            )
+        )
+        return [(float(p.score), dict(p.payload or {})) for p in res]
+
+    def optimize(self) -> None:
+        self.shard.optimize()
+
+    def flush(self) -> None:
+        self.shard.flush()
+
+    def close(self) -> None:
+        self.shard.close()
+
+
+class _ClientBackend:
+    """A Qdrant server or cluster (or qdrant-client's local mode) through ``qdrant-client``."""
+
+    kind = "client"
+
+    def __init__(self, client: Any, collection: str) -> None:
+        qc = require("qdrant_client", "qdrant")
+        self.m = qc.models
+        self.client = client
+        self.collection = collection
+        m = self.m
+        self.factory = FilterFactory(
+            match_value=lambda k, v: m.FieldCondition(key=k, match=m.MatchValue(value=v)),
+            match_any=lambda k, vs: m.FieldCondition(key=k, match=m.MatchAny(any=vs)),
+            range=lambda k, b: m.FieldCondition(key=k, range=m.Range(**b)),
+            filter=lambda **kw: m.Filter(**kw),
+        )
+        self.quantized = False
+        # qdrant-client's local mode searches exactly and warns about search params.
+        self.local = False
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The recorded settings; None if the collection does not exist."""
+        if not self.client.collection_exists(self.collection):
+            return None
+        info = self.client.get_collection(self.collection)
+        meta = info.config.metadata or {}
+        raw = meta.get("vllm_retrieval")
+        if not isinstance(raw, dict):
+            raise StoreCorruptError(
+                f"collection {self.collection!r} exists but was not created by vllm-retrieval"
+            )
+        return raw
+
+    def create(self, manifest: StoreManifest) -> None:
+        m = self.m
+        tok_kw: dict[str, Any] = {}
+        if manifest.compression == "fp16":
+            tok_kw["datatype"] = m.Datatype.FLOAT16
+        elif manifest.compression == "int8":
+            tok_kw["datatype"] = m.Datatype.FLOAT16
+            tok_kw["on_disk"] = True
+            tok_kw["quantization_config"] = m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(
+                    type=m.ScalarType.INT8, quantile=0.99, always_ram=True
+                )
+            )
+        elif manifest.compression == "binary":
+            tok_kw["datatype"] = m.Datatype.FLOAT16
+            tok_kw["on_disk"] = True
+            tok_kw["quantization_config"] = m.BinaryQuantization(
+                binary=m.BinaryQuantizationConfig(
+                    always_ram=True, encoding=m.BinaryQuantizationEncoding.TWO_BITS
+                )
+            )
+        self.quantized = manifest.compression in ("int8", "binary")
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                DENSE: m.VectorParams(size=manifest.dim, distance=m.Distance.COSINE),
+                TOKENS: m.VectorParams(
+                    size=manifest.dim,
+                    distance=m.Distance.COSINE,
+                    multivector_config=m.MultiVectorConfig(
+                        comparator=m.MultiVectorComparator.MAX_SIM
+                    ),
+                    hnsw_config=m.HnswConfigDiff(m=0),
+                    **tok_kw,
+                ),
+            },
+            metadata={"vllm_retrieval": manifest.model_dump(mode="json")},
+        )
+
+    def upsert(self, points: list[_Point]) -> None:
+        m = self.m
+        self.client.upsert(
+            self.collection,
+            points=[
+                m.PointStruct(
+                    id=p.pid,
+                    vector={DENSE: p.dense.tolist(), TOKENS: p.tokens.tolist()},
+                    payload=p.payload,
+                )
+                for p in points
+            ],
+            wait=True,
+        )
+
+    def delete_ids(self, pids: list[int | str]) -> None:
+        self.client.delete(
+            self.collection, points_selector=self.m.PointIdsList(points=pids), wait=True
+        )
+
+    def delete_filter(self, flt: Any) -> None:
+        self.client.delete(
+            self.collection, points_selector=self.m.FilterSelector(filter=flt), wait=True
+        )
+
+    def retrieve(self, pids: list[int | str], with_tokens: bool) -> dict[int | str, _Record]:
+        recs = self.client.retrieve(
+            self.collection,
+            ids=pids,
+            with_payload=True,
+            with_vectors=[TOKENS] if with_tokens else False,
+        )
+        out: dict[int | str, _Record] = {}
+        for r in recs:
+            pid = r.id if isinstance(r.id, int) else str(r.id)
+            toks = None
+            if with_tokens and isinstance(r.vector, dict):
+                toks = np.asarray(r.vector[TOKENS], dtype=np.float32)
+            out[pid] = _Record(dict(r.payload or {}), toks)
+        return out
+
+    def count(self, flt: Any = None) -> int:
+        return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
+
+    def query(
+        self,
+        mode: str,
+        dense: FloatArray | None,
+        tokens: FloatArray | None,
+        k: int,
+        candidates: int,
+        flt: Any,
+        fusion: str,
+    ) -> list[tuple[float, dict[str, Any]]]:
+        m = self.m
+        tok_params = (
+            m.SearchParams(quantization=m.QuantizationSearchParams(rescore=True))
+            if self.quantized and not self.local
+            else None
+        )
+        dense_params = None if self.local else m.SearchParams(hnsw_ef=max(candidates, 64))
+        kw: dict[str, Any] = {}
+        if mode == "dense":
+            kw.update(query=dense.tolist(), using=DENSE, search_params=dense_params)  # type: ignore[union-attr]
+        elif mode == "maxsim":
+            kw.update(query=tokens.tolist(), using=TOKENS, search_params=tok_params)  # type: ignore[union-attr]
+        elif mode == "hybrid":
+            kw.update(
+                prefetch=[
+                    m.Prefetch(
+                        query=dense.tolist(),  # type: ignore[union-attr]
+                        using=DENSE,
+                        limit=candidates,
+                        filter=flt,
+                        params=dense_params,
+                    )
+                ],
+                query=tokens.tolist(),  # type: ignore[union-attr]
+                using=TOKENS,
+                search_params=tok_params,
+            )
+        else:
+            kw.update(
+                prefetch=[
+                    m.Prefetch(
+                        query=dense.tolist(),  # type: ignore[union-attr]
+                        using=DENSE,
+                        limit=candidates,
+                        filter=flt,
+                        params=dense_params,
+                    ),
+                    m.Prefetch(
+                        query=tokens.tolist(),  # type: ignore[union-attr]
+                        using=TOKENS,
+                        limit=candidates,
+                        filter=flt,
+                        params=tok_params,
+                    ),
+                ],
+                query=(
+                    m.RrfQuery(rrf=m.Rrf(k=60))
+                    if fusion == "rrf"
+                    else m.FusionQuery(fusion=m.Fusion.DBSF)
+                ),
+            )
+        res = self.client.query_points(
+            self.collection, query_filter=flt, limit=k, with_payload=True, **kw
+        )
+        return [(float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def optimize(self) -> None:
+        """The server optimises in the background; nothing to do."""
+
+    def flush(self) -> None:
+        """Writes use ``wait=True``: acknowledged means applied."""
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+def _read_manifest_file(path: Path) -> StoreManifest:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreCorruptError(f"store manifest {path} is unreadable: {exc}") from None
+    return _parse_manifest(raw, str(path))
+
+
+def _parse_manifest(raw: Any, where: str) -> StoreManifest:
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise StoreCorruptError(f"{where} is not a vllm-retrieval store manifest")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise StoreCorruptError(
+            f"{where} has schema version {raw.get('schema_version')!r}; "
+            f"this vllm-retrieval reads version {SCHEMA_VERSION}"
+        )
+    try:
+        return StoreManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise StoreCorruptError(f"store manifest {where} is damaged: {exc}") from None
+
+
+def _write_manifest_file(path: Path, manifest: StoreManifest) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    data = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True)
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(data + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class MultiVectorStore:
+    """Dense + token (ColBERT) vectors, text and metadata in Qdrant; see the module doc.
+
+    Args:
+        path: Directory of an embedded Qdrant Edge store (created if missing or empty;
+            reopened, with its settings checked, if it holds a store).
+        encoder: The :class:`~vllm_retrieval.Encoder` for ``add_texts``/``search``. When
+            reopening without one, an encoder with the recorded settings is rebuilt on first
+            use.
+        url, api_key, collection: A Qdrant server or cluster (through qdrant-client).
+        location, client_path: qdrant-client local mode (``":memory:"`` or a folder).
+        client_kwargs: Further keyword arguments for ``QdrantClient``.
+        compression: Token-vector storage: ``None`` (float32), ``"fp16"`` (half the bytes),
+            ``"int8"`` (scalar-quantised codes in RAM, fp16 originals on disk for rescoring)
+            or ``"binary"`` (2-bit binary codes in RAM, fp16 originals on disk). ``None`` on
+            reopen keeps the recorded choice; another value than the recorded one is refused.
+        dim: Vector width; needed only for a new store without an encoder (otherwise learned
+            from the encoder). Checked against the store on reopen.
+        batch_size: Documents per write (and per encoder call in ``add_texts``).
+        show_progress: Show a tqdm bar while ingesting.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        encoder: Encoder | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        collection: str = "vllm_retrieval",
+        location: str | None = None,
+        client_path: str | os.PathLike[str] | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+        compression: str | None = None,
+        dim: int | None = None,
+        batch_size: int = 256,
+        show_progress: bool = False,
+        _must_exist: bool = False,
+    ) -> None:
+        if compression is not None and compression not in COMPRESSIONS:
+            raise ValueError(
+                f"unknown compression {compression!r} (choose None, {', '.join(COMPRESSIONS)})"
+            )
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        targets = [x is not None for x in (path, url, location, client_path)]
+        if sum(targets) > 1:
+            raise ValueError("give only one of path, url, location, client_path")
+        if not any(targets):
+            raise ValueError("give path= (embedded Qdrant Edge) or url= (Qdrant server)")
+        self._encoder = encoder
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._lock = threading.RLock()
+        self._closed = False
+        self.path: Path | None = None
+        self.collection: str | None = None
+        self._backend: _EdgeBackend | _ClientBackend
+        if path is not None:
+            self.path = Path(path)
+            self._open_edge(self.path, encoder, compression, dim, _must_exist)
+        else:
+            self.collection = collection
+            self._open_client(
+                url,
+                api_key,
+                location,
+                client_path,
+                client_kwargs,
+                encoder,
+                compression,
+                dim,
+                _must_exist,
+            )
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _new_manifest(
+        self, encoder: Encoder | None, compression: str | None, dim: int | None
+    ) -> StoreManifest:
+        settings = encoder_settings(encoder) if encoder is not None else None
+        if dim is None:
+            if encoder is None:
+                raise ValueError("a new store without an encoder needs dim=")
+            dim = int(encoder.dimension)
+        return StoreManifest(dim=dim, compression=compression, encoder=settings)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _check(
+        manifest: StoreManifest,
+        encoder: Encoder | None,
+        compression: str | None,
+        dim: int | None,
+        where: str,
+    ) -> None:
+        if dim is not None and dim != manifest.dim:
+            raise StoreMismatchError(f"{where} holds {manifest.dim}-dim vectors, not {dim}")
+        if compression is not None and compression != manifest.compression:
+            raise StoreMismatchError(
+                f"{where} was built with compression={manifest.compression!r}, not {compression!r}"
+            )
+        if encoder is not None and manifest.encoder is not None:
+            mine = encoder_settings(encoder)
+            if mine.model != manifest.encoder.model:
+                raise StoreMismatchError(
+                    f"{where} was built with model {manifest.encoder.model!r}; "
+                    f"the encoder given is {mine.model!r}"
+                )
+            if mine.profile != manifest.encoder.profile:
+                diff = {
+                    k: (manifest.encoder.profile.get(k), v)
+                    for k, v in mine.profile.items()
+                    if manifest.encoder.profile.get(k) != v
+                }
+                raise StoreMismatchError(
+                    f"{where} was built with other encoder settings (stored, given): {diff}"
+                )
+
+    def _open_edge(
+        self,
+        path: Path,
+        encoder: Encoder | None,
+        compression: str | None,
+        dim: int | None,
+        must_exist: bool,
+    ) -> None:
+        manifest_path = path / MANIFEST_NAME
+        shard_dir = path / SHARD_DIR
+        if path.exists() and not path.is_dir():
+            raise StoreCorruptError(f"{path} is not a directory")
+        if manifest_path.is_file():
+            manifest = _read_manifest_file(manifest_path)
+            self._check(manifest, encoder, compression, dim, str(path))
+            create = not shard_dir.exists()
+        else:
+            if path.is_dir() and any(path.iterdir()):
+                raise StoreCorruptError(
+                    f"{path} is not empty and holds no {MANIFEST_NAME}: not a vllm-retrieval store"
+                )
+            if must_exist:
+                raise FileNotFoundError(f"no vllm-retrieval store at {path}")
+            manifest = self._new_manifest(encoder, compression, dim)
+            path.mkdir(parents=True, exist_ok=True)
+            # The manifest goes first: a crash before the shard exists leaves an empty store.
+            _write_manifest_file(manifest_path, manifest)
+            create = True
+        self.manifest = manifest
+        try:
+            self._backend = _EdgeBackend(shard_dir, manifest, create)
+        except ImportError:
+            raise
+        except Exception as exc:
+            raise StoreCorruptError(f"cannot open the Qdrant Edge shard in {path}: {exc}") from exc
+
+    def _open_client(
+        self,
+        url: str | None,
+        api_key: str | None,
+        location: str | None,
+        client_path: str | os.PathLike[str] | None,
+        client_kwargs: Mapping[str, Any] | None,
+        encoder: Encoder | None,
+        compression: str | None,
+        dim: int | None,
+        must_exist: bool,
+    ) -> None:
+        qc = require("qdrant_client", "qdrant")
+        kwargs = dict(client_kwargs or {})
+        if url is not None:
+            client = qc.QdrantClient(url=url, api_key=api_key, **kwargs)
+        elif location is not None:
+            client = qc.QdrantClient(location=location, **kwargs)
+        else:
+            client = qc.QdrantClient(path=str(client_path), **kwargs)
+        assert self.collection is not None
+        backend = _ClientBackend(client, self.collection)
+        backend.local = url is None
+        where = f"collection {self.collection!r}"
+        try:
+            raw = backend.read_manifest()
+            if raw is not None:
+                manifest = _parse_manifest(raw, where)
+                self._check(manifest, encoder, compression, dim, where)
+                backend.quantized = manifest.compression in ("int8", "binary")
+            else:
+                if must_exist:
+                    raise FileNotFoundError(f"no {where} on the Qdrant server")
+                manifest = self._new_manifest(encoder, compression, dim)
+                backend.create(manifest)
+        except BaseException:
+            client.close()
+            raise
+        self.manifest = manifest
+        self._backend = backend
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        encoder: Encoder | None = None,
+        **kwargs: Any,
+    ) -> MultiVectorStore:
+        """Reopen an existing store (``FileNotFoundError`` if there is none).
+
+        Without ``encoder`` the recorded encoder settings are used to rebuild one on first
+        use; with one, it must match the store's model and settings (``StoreMismatchError``).
+        """
+        return cls(path, encoder=encoder, _must_exist=True, **kwargs)
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """``"edge"`` (embedded Qdrant Edge) or ``"client"`` (qdrant-client)."""
+        return self._backend.kind
+
+    @property
+    def dim(self) -> int:
+        """Width of the stored vectors."""
+        return self.manifest.dim
+
+    @property
+    def compression(self) -> str | None:
+        """Token-vector compression (``None``, ``"fp16"``, ``"int8"`` or ``"binary"``)."""
+        return self.manifest.compression
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder (rebuilt from the recorded settings if none was given)."""
+        if self._encoder is None:
+            settings = self.manifest.encoder
+            if settings is None:
+                raise StoreError(
+                    "this store was built from caller-supplied vectors and has no encoder: "
+                    "pass encoder= or use add_encoded/search_encoded"
+                )
+            from .encoder import Encoder
+
+            self._encoder = Encoder(
+                model=settings.model,
+                query_prefix=settings.query_prefix,
+                document_prefix=settings.document_prefix,
+                max_length=settings.max_length,
+                query_length=settings.query_length,
+                pooling=settings.pooling,  # type: ignore[arg-type]
+            )
+            self._check(self.manifest, self._encoder, None, None, "this store")
+        return self._encoder
+
+    def __repr__(self) -> str:
+        where = (
+            f"path={str(self.path)!r}"
+            if self.path is not None
+            else (f"collection={self.collection!r}")
+        )
+        return (
+            f"MultiVectorStore({where}, backend={self.backend!r}, dim={self.dim}, "
+            f"compression={self.compression!r})"
+        )
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._ensure_open()
+            return self._backend.count()
+
+    def __enter__(self) -> MultiVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        texts: Any,
+        metadatas: Any,
+        ids: Any,
+    ) -> tuple[list[str], list[dict[str, Any]], list[DocId]]:
+        items = _check_texts(texts)
+        metas = _check_metadatas(metadatas, len(items))
+        if ids is None:
+            doc_ids: list[DocId] = [str(uuid.uuid4()) for _ in items]
+        else:
+            doc_ids = _check_ids(ids, len(items))
+        return items, metas, doc_ids
+
+    def _points(
+        self,
+        texts: list[str],
+        dense: FloatArray,
+        tokens: list[FloatArray],
+        metas: list[dict[str, Any]],
+        doc_ids: list[DocId],
+    ) -> list[_Point]:
+        return [
+            _Point(
+                _point_id(doc_id),
+                dense[i],
+                tokens[i],
+                {"text": texts[i], "metadata": metas[i], "doc_id": doc_id},
+            )
+            for i, doc_id in enumerate(doc_ids)
+        ]
+
+    def _write(self, points: list[_Point]) -> None:
+        with self._lock:
+            self._ensure_open()
+            self._backend.upsert(points)
+
+    def _progress(self, total: int, show: bool | None) -> Any:
+        if not (self.show_progress if show is None else show):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc="Indexing", unit="doc")
+
+    def add_encoded(
+        self,
+        texts: Sequence[str],
+        dense: Any,
+        tokens: Sequence[Any],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[DocId] | None = None,
+        *,
+        show_progress: bool | None = None,
+    ) -> list[DocId]:
+        """Upsert documents whose vectors are already computed; returns their ids.
+
+        ``dense`` is ``[n, d]``, ``tokens`` a list of ``[T_i, d]``. Everything is validated
+        before the first write; documents are written in batches of ``batch_size``. When this
+        returns, every document is durable (Edge's WAL; ``wait=True`` on a server).
+        """
+        self._ensure_open()
+        items, metas, doc_ids = self._prepare(texts, metadatas, ids)
+        dense_arr = _check_dense(dense, len(items), self.dim)
+        toks = _check_tokens(tokens, len(items), self.dim)
+        bar = self._progress(len(items), show_progress)
+        try:
+            for s in range(0, len(items), self.batch_size):
+                e = s + self.batch_size
+                self._write(
+                    self._points(items[s:e], dense_arr[s:e], toks[s:e], metas[s:e], doc_ids[s:e])
+                )
+                if bar is not None:
+                    bar.update(min(e, len(items)) - s)
+        finally:
+            if bar is not None:
+                bar.close()
+        return doc_ids
+
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[DocId] | None = None,
+        *,
+        show_progress: bool | None = None,
+    ) -> list[DocId]:
+        """Encode (one forward pass per text) and upsert texts; returns their ids.
+
+        Ids, metadata and texts are validated before anything is encoded or written; each
+        batch of ``batch_size`` texts is encoded and then written.
+        """
+        self._ensure_open()
+        items, metas, doc_ids = self._prepare(texts, metadatas, ids)
+        for i, t in enumerate(items):
+            if not t:
+                raise ValueError(f"texts[{i}] is an empty string")
+        enc = self.encoder
+        bar = self._progress(len(items), show_progress)
+        try:
+            for s in range(0, len(items), self.batch_size):
+                e = s + self.batch_size
+                dense, toks = enc.encode_documents(items[s:e])
+                n = len(items[s:e])
+                dense_arr = _check_dense(dense, n, self.dim)
+                tok_list = _check_tokens(toks, n, self.dim)
+                self._write(self._points(items[s:e], dense_arr, tok_list, metas[s:e], doc_ids[s:e]))
+                if bar is not None:
+                    bar.update(n)
+        finally:
+            if bar is not None:
+                bar.close()
+        return doc_ids
+
+    async def aadd_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[DocId] | None = None,
+    ) -> list[DocId]:
+        """Async :meth:`add_texts` (encoder's async path; Qdrant calls in a worker thread)."""
+        self._ensure_open()
+        items, metas, doc_ids = self._prepare(texts, metadatas, ids)
+        for i, t in enumerate(items):
+            if not t:
+                raise ValueError(f"texts[{i}] is an empty string")
+        enc = self.encoder
+        for s in range(0, len(items), self.batch_size):
+            e = s + self.batch_size
+            dense, toks = await enc.aencode_documents(items[s:e])
+            n = len(items[s:e])
+            dense_arr = _check_dense(dense, n, self.dim)
+            tok_list = _check_tokens(toks, n, self.dim)
+            points = self._points(items[s:e], dense_arr, tok_list, metas[s:e], doc_ids[s:e])
+            await asyncio.to_thread(self._write, points)
+        return doc_ids
+
+    def delete(
+        self,
+        ids: Sequence[DocId] | None = None,
+        *,
+        filter: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Delete by ids and/or by filter; returns how many documents were removed.
+
+        Unknown ids are not an error (they count 0). Giving neither ids nor a filter is a
+        ``ValueError`` (use a filter such as ``{"$not": {...}}`` to delete broadly).
+        """
+        self._ensure_open()
+        if ids is None and filter is None:
+            raise ValueError("delete() needs ids or filter=")
+        pids: list[int | str] = []
+        if ids is not None:
+            if isinstance(ids, (str, bytes, int)):
+                raise TypeError("ids must be a list of str or int")
+            pids = list(dict.fromkeys(_point_id(i) for i in ids))
+        node = parse_filter(filter) if filter is not None else None
+        if filter is not None and node is None:
+            raise ValueError("delete(filter={}) would delete everything; refused")
+        removed = 0
+        with self._lock:
+            self._ensure_open()
+            if pids:
+                removed += len(self._backend.retrieve(pids, with_tokens=False))
+                self._backend.delete_ids(pids)
+            if node is not None:
+                flt = to_qdrant(node, self._backend.factory)
+                n = self._backend.count(flt)
+                if n:
+                    self._backend.delete_filter(flt)
+                removed += n
+        return removed
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _retrieve(self, ids: Sequence[DocId], with_tokens: bool) -> list[tuple[DocId, _Record]]:
+        if isinstance(ids, (str, bytes, int)):
+            raise TypeError("ids must be a list of str or int")
+        wanted = [(doc_id, _point_id(doc_id)) for doc_id in ids]
+        if not wanted:
+            return []
+        with self._lock:
+            self._ensure_open()
+            found = self._backend.retrieve(list(dict.fromkeys(p for _, p in wanted)), with_tokens)
+        return [(doc_id, found[p]) for doc_id, p in wanted if p in found]
+
+    def get(self, ids: Sequence[DocId]) -> list[SearchHit]:
+        """Stored documents for ``ids`` in the given order (unknown ids are skipped)."""
+        return [
+            SearchHit(
+                id=rec.payload.get("doc_id", doc_id),
+                score=math.nan,
+                text=str(rec.payload.get("text", "")),
+                metadata=dict(rec.payload.get("metadata") or {}),
+            )
+            for doc_id, rec in self._retrieve(ids, with_tokens=False)
+        ]
+
+    def get_tokens(self, ids: Sequence[DocId]) -> list[FloatArray]:
+        """Stored token vectors ``[T_i, d]`` float32 per id (``KeyError`` for unknown ids).
+
+        Vectors come back as stored: L2-normalised (cosine) and, with ``fp16``/``int8``/
+        ``binary`` compression, rounded to fp16.
+        """
+        ids = list(ids)
+        recs = self._retrieve(ids, with_tokens=True)
+        if len(recs) != len(ids):
+            present = {(type(d), d) for d, _ in recs}
+            missing = [i for i in ids if (type(i), i) not in present]
+            raise KeyError(f"unknown ids: {missing[:10]!r}")
+        out: list[FloatArray] = []
+        for doc_id, rec in recs:
+            if rec.tokens is None:  # pragma: no cover - schema guarantees token vectors
+                raise StoreCorruptError(f"document {doc_id!r} has no token vectors")
+            out.append(rec.tokens)
+        return out
+
+    def search_encoded(
+        self,
+        dense: Any = None,
+        tokens: Any = None,
+        k: int = 10,
+        *,
+        mode: str = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        candidates: int = 200,
+        fusion: str = "rrf",
+    ) -> list[SearchHit]:
+        """Search with an already-encoded query (``dense [d]``, ``tokens [Q, d]``)."""
+        k = _check_k(k)
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r} (choose {', '.join(MODES)})")
+        if fusion not in ("rrf", "dbsf"):
+            raise ValueError(f"unknown fusion {fusion!r} (choose 'rrf' or 'dbsf')")
+        candidates = _check_k(candidates)
+        node = parse_filter(filter)
+        q_dense = q_tok = None
+        if mode != "maxsim":
+            if dense is None:
+                raise ValueError(f"mode {mode!r} needs the dense query vector")
+            q_dense = np.asarray(dense, dtype=np.float32).reshape(-1)
+            if q_dense.shape[0] != self.dim:
+                raise StoreMismatchError(
+                    f"query has {q_dense.shape[0]} dims, the store has {self.dim}"
+                )
+        if mode != "dense":
+            if tokens is None:
+                raise ValueError(f"mode {mode!r} needs the query token vectors")
+            q_tok = np.asarray(tokens, dtype=np.float32)
+            if q_tok.ndim != 2 or q_tok.shape[0] == 0 or q_tok.shape[1] != self.dim:
+                raise StoreMismatchError(
+                    f"query tokens must be [Q>0, {self.dim}], got {list(q_tok.shape)}"
+                )
+        with self._lock:
+            self._ensure_open()
+            flt = to_qdrant(node, self._backend.factory) if node is not None else None
+            rows = self._backend.query(mode, q_dense, q_tok, k, max(candidates, k), flt, fusion)
+        return [
+            SearchHit(
+                id=payload.get("doc_id", ""),
+                score=score,
+                text=str(payload.get("text", "")),
+                metadata=dict(payload.get("metadata") or {}),
+            )
+            for score, payload in rows
+        ]
+
+    def _validate_search(self, query: Any, k: Any, mode: str, filter: Any) -> None:
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        if not query:
+            raise ValueError("query is an empty string")
+        _check_k(k)
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r} (choose {', '.join(MODES)})")
+        parse_filter(filter)
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: str = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        candidates: int = 200,
+        fusion: str = "rrf",
+    ) -> list[SearchHit]:
+        """Top-``k`` documents for ``query`` (fewer if the store, or the filter, has fewer).
+
+        Scores: cosine (``dense``), MaxSim sum (``maxsim``, ``hybrid``), fused score
+        (``fusion``). ``candidates`` is the dense prefetch depth (``hybrid``) or the depth of
+        each list fused (``fusion``).
+        """
+        self._validate_search(query, k, mode, filter)
+        dense, toks = self.encoder.encode_queries([query])
+        return self.search_encoded(
+            dense[0], toks[0], k, mode=mode, filter=filter, candidates=candidates, fusion=fusion
+        )
+
+    async def asearch(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: str = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        candidates: int = 200,
+        fusion: str = "rrf",
+    ) -> list[SearchHit]:
+        """Async :meth:`search`."""
+        self._validate_search(query, k, mode, filter)
+        dense, toks = await self.encoder.aencode_queries([query])
+        return await asyncio.to_thread(
+            self.search_encoded,
+            dense[0],
+            toks[0],
+            k,
+            mode=mode,
+            filter=filter,
+            candidates=candidates,
+            fusion=fusion,
+        )
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def optimize(self) -> None:
+        """Build indexes / merge segments now (Edge runs its optimisers in-process)."""
+        with self._lock:
+            self._ensure_open()
+            self._backend.optimize()
+
+    def flush(self) -> None:
+        """Flush segments to disk (acknowledged writes are already durable through the WAL)."""
+        with self._lock:
+            self._ensure_open()
+            self._backend.flush()
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk of an embedded store (0 for a server)."""
+        if self.path is None:
+            return 0
+        return sum(f.stat().st_size for f in _walk(self.path))
+
+    def close(self) -> None:
+        """Flush and release the store (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._backend.flush()
+            finally:
+                self._backend.close()
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            if p.is_file() and not p.is_symlink():
+                yield p
