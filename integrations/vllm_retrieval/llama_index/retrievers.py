@@ -155,10 +155,10 @@ class VLLMMultiVectorRetriever(BaseRetriever):
 
     ``mode`` picks the store's search: ``"hybrid"`` (dense prefetch of ``candidates``,
     reranked by MaxSim; the default), ``"dense"``, ``"maxsim"`` (exhaustive late
-    interaction) or ``"fusion"``. ``filters`` are LlamaIndex ``MetadataFilters`` (operators
-    EQ, NE, GT, GTE, LT, LTE, IN, NIN; conditions AND, OR, NOT; nested) or a store filter
-    dict. Each result is a ``NodeWithScore`` whose ``TextNode`` has the stored id, text and
-    metadata.
+    interaction) or ``"fusion"`` (``fusion="rrf"`` or ``"dbsf"``). ``filters`` are
+    LlamaIndex ``MetadataFilters`` (operators EQ, NE, GT, GTE, LT, LTE, IN, NIN; conditions
+    AND, OR, NOT; nested) or a store filter dict. Each result is a ``NodeWithScore`` whose
+    ``TextNode`` has the stored id, text and metadata.
 
     Example:
         .. code-block:: python
@@ -176,6 +176,7 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         mode: SearchMode = "hybrid",
         candidates: int = 200,
         filters: MetadataFilters | MetadataFilter | dict[str, Any] | None = None,
+        fusion: str = "rrf",
         callback_manager: CallbackManager | None = None,
         object_map: dict[str, Any] | None = None,
         objects: list[IndexNode] | None = None,
@@ -193,6 +194,7 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         self.similarity_top_k = similarity_top_k
         self.mode: SearchMode = mode
         self.candidates = candidates
+        self.fusion = fusion
         to_store_filter(filters)  # fail early on an unsupported operator
         self.filters = filters
         super().__init__(
@@ -212,6 +214,8 @@ class VLLMMultiVectorRetriever(BaseRetriever):
             "mode": self.mode,
             "candidates": self.candidates,
         }
+        if self.mode == "fusion":
+            kwargs["fusion"] = self.fusion
         store_filter = to_store_filter(self.filters)
         if store_filter is not None:
             kwargs["filter"] = store_filter
