@@ -1,0 +1,591 @@
+"""The MaxSim function family: exact late-interaction scores over packed documents.
+
+``score(q, d) = Σ_i max_j q_i · d_j`` — a **sum** over the query's token vectors ``q_i`` of the
+best dot product with any of the document's token vectors ``d_j`` (ColBERT, vLLM, PyLate).
+``normalize=True`` divides by the query length ``Q`` (a separate, named option).
+
+Documents are stored **packed**, never padded: one ``[total_tokens, d]`` matrix plus int64
+``offsets`` of length ``n + 1`` (document ``i`` is rows ``offsets[i]:offsets[i + 1]``), see
+:class:`PackedDocs` and :func:`pack`. Storage may be fp32, fp16, bf16 (torch) or int8 with one
+fp32 scale per token row; every dot product is accumulated in fp32 whatever the storage.
+
+The corpus is scored in tiles of whole rows: each tile is converted to fp32, multiplied by all
+query token vectors at once (one GEMM, ``[Q_total, tile]``), reduced to one max per
+(query token, document) with a segmented max, and merged into a running ``[Q_total, n]``
+maximum. Memory is bounded by the tile (``Q_total × tile_tokens`` floats), never
+``Q × total_tokens``; there is no Python loop over documents.
+
+Conventions, the same for every function here:
+
+* Inputs are numpy arrays or torch tensors (CPU or CUDA); results are numpy ``float32`` /
+  ``int64`` arrays on the host.
+* A document with **zero tokens** scores ``-inf`` (max over an empty set): it never outranks a
+  real document and sorts last in :func:`maxsim_topk`.
+* An **empty document list** is not an error: the result is empty (shape ``[0]`` /
+  ``[m, 0]``).
+* Bad input raises: ``TypeError`` for a non-array or a non-floating dtype (ints, bools,
+  objects), ``ValueError`` for wrong rank, dimension mismatch, an empty query, NaN/inf values
+  or inconsistent offsets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "PackedDocs",
+    "alignment",
+    "maxsim",
+    "maxsim_batch",
+    "maxsim_reference",
+    "maxsim_topk",
+    "pack",
+]
+
+StorageDtype = Literal["float32", "float16", "bfloat16", "int8"]
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+#: Scores for ``Q_total × tile_tokens`` fp32 values per tile (the memory bound of one step).
+DEFAULT_TILE_ELEMENTS = 1 << 19
+
+_NP_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_NP_STORAGE = (*_NP_FLOATS, np.dtype(np.int8))
+
+
+def _torch() -> Any:
+    from .errors import require
+
+    return require("torch", "cpu")
+
+
+def _is_torch(x: Any) -> bool:
+    """True for a torch tensor, without importing torch when it is not loaded yet."""
+    mod = type(x).__module__
+    return mod.startswith("torch") and hasattr(x, "dtype") and hasattr(x, "device")
+
+
+def _kind(x: Any, what: str) -> str:
+    """``"float"`` or ``"int8"`` for an accepted array; raises TypeError otherwise."""
+    if _is_torch(x):
+        torch = _torch()
+        if x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            return "float"
+        if x.dtype == torch.int8:
+            return "int8"
+        raise TypeError(f"{what} has dtype {x.dtype}; expected a floating dtype")
+    if isinstance(x, np.ndarray):
+        if x.dtype in _NP_FLOATS:
+            return "float"
+        if x.dtype == np.int8:
+            return "int8"
+        raise TypeError(f"{what} has dtype {x.dtype}; expected a floating dtype")
+    raise TypeError(f"{what} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def _all_finite(x: Any) -> bool:
+    if _is_torch(x):
+        torch = _torch()
+        if not x.dtype.is_floating_point:
+            return True
+        return bool(torch.isfinite(x).all().item())
+    if x.dtype.kind != "f":
+        return True
+    # A sum is NaN/inf iff some element is (barring fp overflow, which is no better).
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(x.sum(dtype=np.float64)))
+
+
+def _check_matrix(x: Any, what: str, *, allow_int8: bool = False) -> None:
+    kind = _kind(x, what)
+    if kind == "int8" and not allow_int8:
+        raise TypeError(f"{what} has dtype {x.dtype}; expected a floating dtype")
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be 2-D [tokens, dim], got shape {tuple(x.shape)}")
+    if kind == "float" and not _all_finite(x):
+        raise ValueError(f"{what} contains NaN or inf")
+
+
+@dataclass(frozen=True)
+class PackedDocs:
+    """``n`` documents packed (never padded) into one matrix.
+
+    Attributes:
+        vectors: ``[total_tokens, d]`` token vectors of all documents, back to back; numpy
+            fp32/fp16/fp64/int8 or a torch tensor (fp32/fp16/bf16/fp64/int8, CPU or CUDA).
+        offsets: ``[n + 1]`` int64; document ``i`` is ``vectors[offsets[i]:offsets[i + 1]]``;
+            ``offsets[0] == 0``, non-decreasing, ``offsets[-1] == total_tokens``. Equal
+            neighbours are a zero-token document.
+        scales: ``[total_tokens]`` fp32, required for (and only for) int8 ``vectors``: row ``j``
+            stands for ``scales[j] * vectors[j]``.
+
+    Construction validates everything once (shapes, dtypes, offsets, finiteness), so scoring
+    a stored corpus repeatedly costs no further checks.
+    """
+
+    vectors: Any
+    offsets: IntArray
+    scales: FloatArray | None = None
+
+    def __post_init__(self) -> None:
+        vec = self.vectors
+        kind = _kind(vec, "PackedDocs.vectors")
+        if vec.ndim != 2:
+            raise ValueError(
+                f"PackedDocs.vectors must be 2-D [total_tokens, dim], got {tuple(vec.shape)}"
+            )
+        if kind == "float" and not _all_finite(vec):
+            raise ValueError("PackedDocs.vectors contains NaN or inf")
+        try:
+            raw = np.asarray(self.offsets)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise TypeError(f"PackedDocs.offsets is not array-like: {exc}") from exc
+        if raw.dtype.kind not in "iu":
+            raise TypeError(f"PackedDocs.offsets must be integers, got dtype {raw.dtype}")
+        off = np.ascontiguousarray(raw, dtype=np.int64)
+        if off.ndim != 1 or off.size < 1:
+            raise ValueError("PackedDocs.offsets must be 1-D with n + 1 >= 1 entries")
+        total = int(vec.shape[0])
+        if off[0] != 0:
+            raise ValueError(f"PackedDocs.offsets[0] must be 0, got {int(off[0])}")
+        if off[-1] != total:
+            raise ValueError(
+                f"PackedDocs.offsets[-1] ({int(off[-1])}) != number of token rows ({total})"
+            )
+        if off.size > 1 and bool((np.diff(off) < 0).any()):
+            raise ValueError("PackedDocs.offsets must be non-decreasing")
+        object.__setattr__(self, "offsets", off)
+        if kind == "int8":
+            if self.scales is None:
+                raise ValueError("int8 PackedDocs.vectors need per-token fp32 scales")
+            sc = np.ascontiguousarray(np.asarray(self.scales), dtype=np.float32)
+            if sc.shape != (total,):
+                raise ValueError(f"PackedDocs.scales must have shape ({total},), got {sc.shape}")
+            if not bool(np.isfinite(sc).all()):
+                raise ValueError("PackedDocs.scales contains NaN or inf")
+            object.__setattr__(self, "scales", sc)
+        elif self.scales is not None:
+            raise ValueError("PackedDocs.scales is only for int8 vectors")
+
+    def __len__(self) -> int:
+        return int(self.offsets.size - 1)
+
+    @property
+    def dim(self) -> int:
+        """Width ``d`` of the token vectors."""
+        return int(self.vectors.shape[1])
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def lengths(self) -> IntArray:
+        """``[n]`` tokens per document."""
+        return np.diff(self.offsets)
+
+    def document(self, i: int) -> FloatArray:
+        """Document ``i``'s token vectors ``[T_i, d]`` as fp32 numpy (dequantised)."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"document {i} out of range for {n} documents")
+        i %= n
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        rows = _to_numpy_f32(self.vectors[lo:hi])
+        if self.scales is not None:
+            rows = rows * self.scales[lo:hi, None]
+        return rows
+
+
+def _to_numpy_f32(x: Any) -> FloatArray:
+    if _is_torch(x):
+        return np.asarray(x.detach().to("cpu").float().numpy(), dtype=np.float32)
+    return np.asarray(x, dtype=np.float32)
+
+
+_TORCH_NAMES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "int8": "int8"}
+
+
+def _quantize_int8(rows: Any) -> tuple[Any, FloatArray]:
+    """Symmetric per-row int8: ``rows ≈ scales[:, None] * q``."""
+    if _is_torch(rows):
+        torch = _torch()
+        r = rows.float()
+        amax = r.abs().amax(dim=1) if r.shape[0] else torch.zeros(0, device=r.device)
+        scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        q = torch.round(r / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        return q, np.asarray(scale.cpu().numpy(), dtype=np.float32)
+    r = np.asarray(rows, dtype=np.float32)
+    amax = np.abs(r).max(axis=1) if r.shape[0] else np.zeros(0, np.float32)
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint(r / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def pack(docs: Sequence[Any], *, dtype: StorageDtype | None = "float32") -> PackedDocs:
+    """Pack a list of ``[T_i, d]`` arrays into :class:`PackedDocs` (no padding).
+
+    Args:
+        docs: numpy arrays or torch tensors (all of one kind, one device), floating dtype.
+            ``[0, d]`` arrays are zero-token documents.
+        dtype: storage dtype: ``"float32"`` (default), ``"float16"``, ``"bfloat16"`` (needs
+            torch; the result holds a torch tensor) or ``"int8"`` (per-token fp32 scales).
+            ``None`` keeps the inputs' dtype.
+
+    Raises:
+        TypeError: non-array documents, mixed numpy/torch, non-floating dtypes.
+        ValueError: wrong rank, differing dims, NaN/inf.
+    """
+    if dtype is not None and dtype not in _TORCH_NAMES:
+        raise ValueError(f"unknown storage dtype {dtype!r}; expected one of {list(_TORCH_NAMES)}")
+    if isinstance(docs, PackedDocs):
+        raise TypeError("docs are already packed")
+    if _is_torch(docs) or isinstance(docs, np.ndarray):
+        raise TypeError("docs must be a sequence of [T_i, d] arrays, not a single array")
+    docs = list(docs)
+    if not docs:
+        raise ValueError("cannot pack an empty document list (the dimension is unknown)")
+    use_torch = _is_torch(docs[0])
+    dim = int(docs[0].shape[1]) if getattr(docs[0], "ndim", 0) == 2 else -1
+    for i, doc in enumerate(docs):
+        _check_matrix(doc, f"docs[{i}]")
+        if _is_torch(doc) != use_torch:
+            raise TypeError("docs mix numpy arrays and torch tensors")
+        if int(doc.shape[1]) != dim:
+            raise ValueError(f"docs[{i}] has dim {int(doc.shape[1])}, docs[0] has {dim}")
+    lengths = np.fromiter((int(d.shape[0]) for d in docs), dtype=np.int64, count=len(docs))
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if use_torch:
+        torch = _torch()
+        device = docs[0].device
+        if any(d.device != device for d in docs):
+            raise ValueError("docs are on different devices")
+        cat = torch.cat([d.reshape(-1, dim) for d in docs], dim=0)
+        if dtype == "int8":
+            q, scales = _quantize_int8(cat)
+            return PackedDocs(q, offsets, scales)
+        if dtype is not None:
+            cat = cat.to(getattr(torch, _TORCH_NAMES[dtype]))
+        return PackedDocs(cat.contiguous(), offsets)
+    cat_np = np.concatenate([np.asarray(d).reshape(-1, dim) for d in docs], axis=0)
+    if dtype == "int8":
+        q_np, scales = _quantize_int8(cat_np)
+        return PackedDocs(q_np, offsets, scales)
+    if dtype == "bfloat16":
+        torch = _torch()
+        return PackedDocs(torch.from_numpy(cat_np.astype(np.float32)).to(torch.bfloat16), offsets)
+    if dtype is not None:
+        cat_np = cat_np.astype(np.dtype(dtype), copy=False)
+    return PackedDocs(np.ascontiguousarray(cat_np), offsets)
+
+
+# -- validation of queries and documents --------------------------------------------------
+
+
+def _check_query(query: Any, what: str = "query") -> None:
+    _check_matrix(query, what)
+    if int(query.shape[0]) == 0:
+        raise ValueError(f"{what} has no token vectors (shape {tuple(query.shape)})")
+
+
+def _as_packed(docs: Any) -> PackedDocs:
+    if isinstance(docs, PackedDocs):
+        return docs
+    if isinstance(docs, (str, bytes)) or not isinstance(docs, Sequence):
+        if _is_torch(docs) or isinstance(docs, np.ndarray):
+            raise TypeError(
+                "docs must be a sequence of [T_i, d] arrays or PackedDocs, not a single array"
+            )
+        raise TypeError(f"docs must be a sequence of arrays or PackedDocs, got {type(docs)}")
+    # Keep the caller's dtype (fp16/bf16 inputs are not widened in memory; math is fp32).
+    return pack(docs, dtype=None)
+
+
+# -- the kernel ---------------------------------------------------------------------------
+
+
+def _tile_rows(q_total: int, tile_tokens: int | None) -> int:
+    if tile_tokens is not None:
+        if tile_tokens <= 0:
+            raise ValueError(f"tile_tokens must be positive, got {tile_tokens}")
+        return int(tile_tokens)
+    return max(256, DEFAULT_TILE_ELEMENTS // max(q_total, 1))
+
+
+def _segment_plan(offsets: IntArray, start: int, stop: int) -> tuple[IntArray, IntArray] | None:
+    """Documents with rows in ``[start, stop)``: (their indices, local segment starts)."""
+    lo = int(np.searchsorted(offsets, start, side="right")) - 1
+    hi = int(np.searchsorted(offsets, stop, side="left"))
+    idx = np.arange(lo, hi, dtype=np.int64)
+    begins = offsets[lo:hi]
+    ends = offsets[lo + 1 : hi + 1]
+    nonempty = ends > begins
+    if not nonempty.all():
+        idx, begins = idx[nonempty], begins[nonempty]
+    if idx.size == 0:
+        return None
+    local = np.maximum(begins, start) - start
+    return idx, local
+
+
+def _max_matrix(q: Any, packed: PackedDocs, tile_tokens: int | None) -> Any:
+    """``M[k, i] = max_j q_k · d_ij`` as ``[Q_total, n]`` fp32 (``-inf`` for empty docs).
+
+    numpy in → numpy out; if the query or the documents are torch tensors, the work is done
+    in torch on the documents' device and the result is a torch tensor there.
+    """
+    n = len(packed)
+    vec = packed.vectors
+    q_total = int(q.shape[0])
+    rows = _tile_rows(q_total, tile_tokens)
+    offsets = packed.offsets
+    total = packed.total_tokens
+    scales = packed.scales
+    if not _is_torch(vec) and not _is_torch(q):
+        qf = np.ascontiguousarray(q, dtype=np.float32)
+        out = np.full((q_total, n), -np.inf, dtype=np.float32)
+        for start in range(0, total, rows):
+            stop = min(start + rows, total)
+            plan = _segment_plan(offsets, start, stop)
+            if plan is None:
+                continue
+            tile = vec[start:stop]
+            if tile.dtype != np.float32:
+                tile = tile.astype(np.float32)
+            sims = qf @ tile.T  # [Q_total, tile]
+            if scales is not None:
+                sims *= scales[start:stop]
+            idx, local = plan
+            part = np.maximum.reduceat(sims, local, axis=1)
+            np.maximum(out[:, idx], part, out=part)
+            out[:, idx] = part
+        return out
+    torch = _torch()
+    device = vec.device if _is_torch(vec) else q.device
+    if not _is_torch(vec):
+        vec = torch.from_numpy(np.ascontiguousarray(vec))
+    qt = q if _is_torch(q) else torch.from_numpy(np.ascontiguousarray(q))
+    qt = qt.to(device=device, dtype=torch.float32)
+    vec = vec.to(device)
+    on_cpu = device.type == "cpu"
+    sc_t = torch.from_numpy(scales).to(device) if scales is not None else None
+    if on_cpu:
+        out_np = np.full((q_total, n), -np.inf, dtype=np.float32)
+    else:
+        out_t = torch.full((q_total, n), -math.inf, dtype=torch.float32, device=device)
+    buf = None
+    for start in range(0, total, rows):
+        stop = min(start + rows, total)
+        plan = _segment_plan(offsets, start, stop)
+        if plan is None:
+            continue
+        tile = vec[start:stop]
+        if tile.dtype != torch.float32:
+            tile = tile.float()
+        width = stop - start
+        if buf is None or buf.shape[1] < width:
+            buf = torch.empty((q_total, width), dtype=torch.float32, device=device)
+        sims = buf[:, :width]
+        torch.mm(qt, tile.T, out=sims)
+        if sc_t is not None:
+            sims.mul_(sc_t[start:stop])
+        idx, local = plan
+        if on_cpu:
+            part = np.maximum.reduceat(sims.numpy(), local, axis=1)
+            np.maximum(out_np[:, idx], part, out=part)
+            out_np[:, idx] = part
+        else:
+            lengths = np.diff(np.append(local, width))
+            part_t = torch.segment_reduce(
+                sims, "max", lengths=torch.from_numpy(lengths).to(device), axis=1
+            )
+            idx_t = torch.from_numpy(idx).to(device)
+            out_t[:, idx_t] = torch.maximum(out_t[:, idx_t], part_t)
+    if on_cpu:
+        return torch.from_numpy(out_np)
+    return out_t
+
+
+def _stack_queries(queries: Sequence[Any]) -> tuple[Any, IntArray]:
+    if any(_is_torch(q) for q in queries):
+        torch = _torch()
+        device = next(q.device for q in queries if _is_torch(q))
+        parts = [
+            (q if _is_torch(q) else torch.from_numpy(np.asarray(q))).to(device, torch.float32)
+            for q in queries
+        ]
+        stacked: Any = torch.cat(parts, dim=0)
+    else:
+        stacked = np.concatenate([np.asarray(q, dtype=np.float32) for q in queries], axis=0)
+    qoff = np.zeros(len(queries) + 1, dtype=np.int64)
+    np.cumsum([int(q.shape[0]) for q in queries], out=qoff[1:])
+    return stacked, qoff
+
+
+def _sum_segments(m: Any, qoff: IntArray, normalize: bool) -> FloatArray:
+    """``[Q_total, n]`` maxima → ``[m, n]`` fp32 scores (sum, or mean if ``normalize``)."""
+    mat = _to_numpy_f32(m) if _is_torch(m) else m
+    n = mat.shape[1]
+    if n == 0:
+        return np.zeros((qoff.size - 1, 0), dtype=np.float32)
+    # Sum in fp64 so that a long query adds no error of its own; -inf stays -inf.
+    scores = np.add.reduceat(mat.astype(np.float64), qoff[:-1], axis=0)
+    if normalize:
+        scores /= np.diff(qoff)[:, None]
+    return scores.astype(np.float32)
+
+
+# -- public API ---------------------------------------------------------------------------
+
+
+def maxsim_batch(
+    queries: Sequence[Any],
+    docs: Sequence[Any] | PackedDocs,
+    *,
+    normalize: bool = False,
+    tile_tokens: int | None = None,
+) -> FloatArray:
+    """Scores of ``m`` queries against ``n`` documents in one pass over the documents.
+
+    Args:
+        queries: ``m`` query matrices ``[Q_k, d]`` (numpy or torch, floating).
+        docs: ``n`` documents ``[T_i, d]`` or :class:`PackedDocs`.
+        normalize: divide each query's score by its ``Q_k``.
+        tile_tokens: document rows per tile (default: ``2**19 / Q_total``).
+
+    Returns:
+        ``[m, n]`` float32; ``-inf`` for zero-token documents; ``[m, 0]`` for no documents.
+    """
+    if _is_torch(queries) or isinstance(queries, np.ndarray):
+        raise TypeError("queries must be a sequence of [Q, d] arrays; use maxsim() for one")
+    queries = list(queries)
+    if not queries:
+        raise ValueError("queries is empty")
+    for k, q in enumerate(queries):
+        _check_query(q, f"queries[{k}]")
+    dim = int(queries[0].shape[1])
+    for k, q in enumerate(queries):
+        if int(q.shape[1]) != dim:
+            raise ValueError(f"queries[{k}] has dim {int(q.shape[1])}, queries[0] has {dim}")
+    if (
+        not isinstance(docs, PackedDocs)
+        and isinstance(docs, Sequence)
+        and not isinstance(docs, (str, bytes))
+        and len(docs) == 0
+    ):
+        return np.zeros((len(queries), 0), dtype=np.float32)
+    packed = _as_packed(docs)
+    if packed.dim != dim:
+        raise ValueError(f"dimension mismatch: queries have d={dim}, documents d={packed.dim}")
+    stacked, qoff = _stack_queries(queries)
+    if len(packed) == 0:
+        return np.zeros((len(queries), 0), dtype=np.float32)
+    return _sum_segments(_max_matrix(stacked, packed, tile_tokens), qoff, normalize)
+
+
+def maxsim(
+    query: Any,
+    docs: Sequence[Any] | PackedDocs,
+    *,
+    normalize: bool = False,
+    tile_tokens: int | None = None,
+) -> FloatArray:
+    """MaxSim of one query ``[Q, d]`` against ``n`` documents.
+
+    Returns:
+        ``[n]`` float32: ``Σ_i max_j q_i · d_j`` (divided by ``Q`` if ``normalize``);
+        ``-inf`` for zero-token documents; shape ``[0]`` for an empty document list.
+    """
+    _check_query(query)
+    scores: FloatArray = maxsim_batch([query], docs, normalize=normalize, tile_tokens=tile_tokens)
+    return np.ascontiguousarray(scores[0], dtype=np.float32)
+
+
+def maxsim_topk(
+    query: Any,
+    docs: Sequence[Any] | PackedDocs,
+    k: int,
+    *,
+    normalize: bool = False,
+    tile_tokens: int | None = None,
+) -> tuple[IntArray, FloatArray]:
+    """The ``k`` best documents: ``(indices [k'] int64, scores [k'] float32)``, best first.
+
+    ``k' = min(k, n)``; ties go to the lower index; zero-token documents (``-inf``) come last.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    scores = maxsim(query, docs, normalize=normalize, tile_tokens=tile_tokens)
+    return _topk(scores, int(k))
+
+
+def _topk(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
+    n = scores.size
+    k = min(k, n)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    neg = -scores
+    if k < n:
+        # Candidates: everything at least as good as the k-th best (keeps all ties).
+        kth = np.partition(neg, k - 1)[k - 1]
+        cand = np.flatnonzero(neg <= kth)
+    else:
+        cand = np.arange(n)
+    order = cand[np.argsort(neg[cand], kind="stable")][:k]
+    return order.astype(np.int64), scores[order].astype(np.float32)
+
+
+def alignment(query: Any, doc: Any) -> tuple[IntArray, FloatArray]:
+    """For each query token, the best-matching document row and its similarity.
+
+    Args:
+        query: ``[Q, d]``; doc: ``[T, d]`` with ``T >= 1`` (fp32 math whatever the dtype).
+
+    Returns:
+        ``(rows [Q] int64, sims [Q] float32)``; ``sims.sum()`` is the MaxSim score. Ties go to
+        the lower row.
+    """
+    _check_query(query)
+    _check_matrix(doc, "doc")
+    if int(doc.shape[0]) == 0:
+        raise ValueError("doc has no token vectors; alignment needs at least one")
+    if int(doc.shape[1]) != int(query.shape[1]):
+        raise ValueError(
+            f"dimension mismatch: query d={int(query.shape[1])}, doc d={int(doc.shape[1])}"
+        )
+    sims = _to_numpy_f32(query) @ _to_numpy_f32(doc).T
+    rows = sims.argmax(axis=1).astype(np.int64)
+    return rows, sims[np.arange(sims.shape[0]), rows].astype(np.float32)
+
+
+def maxsim_reference(
+    query: Any, docs: Sequence[Any] | PackedDocs, *, normalize: bool = False
+) -> npt.NDArray[np.float64]:
+    """Slow float64 reference (one document at a time): for tests and benchmarks."""
+    packed = docs if isinstance(docs, PackedDocs) else None
+    q = _to_numpy_f32(query).astype(np.float64) if _is_torch(query) else np.asarray(query)
+    q = q.astype(np.float64)
+    n = len(packed) if packed is not None else len(docs)
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        if packed is not None:
+            lo, hi = int(packed.offsets[i]), int(packed.offsets[i + 1])
+            d = _to_numpy_f32(packed.vectors[lo:hi]).astype(np.float64)
+            if packed.scales is not None:
+                d = d * packed.scales[lo:hi, None].astype(np.float64)
+        else:
+            assert not isinstance(docs, PackedDocs)
+            d = _to_numpy_f32(docs[i]).astype(np.float64)
+        out[i] = -np.inf if d.shape[0] == 0 else float((q @ d.T).max(axis=1).sum())
+    if normalize:
+        out /= q.shape[0]
+    return out

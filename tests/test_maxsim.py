@@ -1,0 +1,325 @@
+"""The MaxSim function family against a float64 reference, for every dtype and layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vllm_retrieval.core.maxsim import (
+    PackedDocs,
+    alignment,
+    maxsim,
+    maxsim_batch,
+    maxsim_reference,
+    maxsim_topk,
+    pack,
+)
+
+DTYPES = ["float32", "float16", "bfloat16", "int8"]
+LAYOUTS = ["list-numpy", "list-torch", "packed-numpy", "packed-torch"]
+
+
+def _ref(q: np.ndarray, docs: list[np.ndarray], normalize: bool = False) -> np.ndarray:
+    """Float64 MaxSim, written out independently of the package."""
+    q64 = q.astype(np.float64)
+    out = []
+    for d in docs:
+        if d.shape[0] == 0:
+            out.append(-np.inf)
+        else:
+            out.append((q64 @ d.astype(np.float64).T).max(axis=1).sum())
+    res = np.array(out, dtype=np.float64)
+    return res / q.shape[0] if normalize else res
+
+
+def _stored(docs: list[np.ndarray], dtype: str) -> list[np.ndarray]:
+    """What a storage dtype keeps of each document (the values the kernel must reproduce)."""
+    if dtype == "float32":
+        return [d.astype(np.float32) for d in docs]
+    if dtype == "float16":
+        return [d.astype(np.float16).astype(np.float32) for d in docs]
+    if dtype == "bfloat16":
+        return [torch.from_numpy(d).to(torch.bfloat16).float().numpy() for d in docs]
+    packed = pack(docs, dtype="int8")
+    return [packed.document(i) for i in range(len(packed))]
+
+
+def _magnitude(q: np.ndarray, docs: list[np.ndarray]) -> float:
+    """Σ_i |q_i| · max_j |d_j|: the scale of any MaxSim error."""
+    qn = np.linalg.norm(q.astype(np.float64), axis=1)
+    dn = max((float(np.linalg.norm(d, axis=1).max()) for d in docs if d.shape[0]), default=0.0)
+    return float(qn.sum()) * dn
+
+
+def _tolerance(q: np.ndarray, docs: list[np.ndarray]) -> float:
+    """fp32-accumulation error bound: a few fp32 ulps of the magnitude, times sqrt(d)."""
+    return 1e-6 * _magnitude(q, docs) * max(1, q.shape[1]) ** 0.5 + 1e-6
+
+
+def _layout(docs: list[np.ndarray], dtype: str, layout: str) -> Any:
+    if layout.startswith("packed"):
+        p = pack(docs if layout.endswith("numpy") else [torch.from_numpy(d) for d in docs],
+                 dtype=dtype)  # fmt: skip
+        return p
+    # Lists: the caller's own storage (int8 has no list form; it is packed with scales).
+    if dtype == "int8":
+        return pack(docs, dtype="int8")
+    if layout.endswith("torch"):
+        tdt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        return [torch.from_numpy(d).to(tdt[dtype]) for d in docs]
+    if dtype == "bfloat16":
+        return [torch.from_numpy(d).to(torch.bfloat16) for d in docs]
+    return [d.astype(dtype) for d in docs]
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> tuple[np.ndarray, list[np.ndarray]]:
+    seed = draw(st.integers(0, 2**32 - 1))
+    dim = draw(st.integers(1, 40))
+    qlen = draw(st.integers(1, 12))
+    lengths = draw(st.lists(st.integers(0, 30), min_size=1, max_size=12))
+    rng = np.random.default_rng(seed)
+    scale = draw(st.sampled_from([1.0, 1e-3, 30.0]))
+    q = (rng.standard_normal((qlen, dim)) * scale).astype(np.float32)
+    docs = [rng.standard_normal((t, dim)).astype(np.float32) for t in lengths]
+    if draw(st.booleans()):  # unit rows, as the encoder gives
+        docs = [d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6) for d in docs]
+    return q, docs
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    problems(),
+    st.sampled_from(DTYPES),
+    st.sampled_from(LAYOUTS),
+    st.sampled_from([None, 1, 3, 17]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_maxsim_matches_float64_reference(
+    problem: tuple[np.ndarray, list[np.ndarray]],
+    dtype: str,
+    layout: str,
+    tile: int | None,
+    normalize: bool,
+    torch_query: bool,
+) -> None:
+    q, docs = problem
+    stored = _stored(docs, dtype)
+    expected = _ref(q, stored, normalize)
+    query: Any = torch.from_numpy(q) if torch_query else q
+    got = maxsim(query, _layout(docs, dtype, layout), normalize=normalize, tile_tokens=tile)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (len(docs),)
+    empty = np.array([d.shape[0] == 0 for d in docs])
+    assert np.all(np.isneginf(got[empty]))
+    tol = _tolerance(q, stored) / (q.shape[0] if normalize else 1)
+    np.testing.assert_allclose(got[~empty], expected[~empty], rtol=1e-5, atol=tol)
+    # The stored values are close to the originals: |q·(d~ - d)| <= |q| |d~ - d|.
+    rel = {"float32": 1e-6, "float16": 2**-11, "bfloat16": 2**-8, "int8": 1 / 254}[dtype]
+    rel *= q.shape[1] ** 0.5 if dtype == "int8" else 1.0
+    bound = rel * _magnitude(q, docs) / (q.shape[0] if normalize else 1) + tol
+    orig = _ref(q, docs, normalize)
+    np.testing.assert_allclose(got[~empty], orig[~empty], rtol=0, atol=bound)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(problems(), min_size=1, max_size=4), st.sampled_from(DTYPES), st.booleans())
+def test_batch_equals_single(
+    probs: list[tuple[np.ndarray, list[np.ndarray]]], dtype: str, normalize: bool
+) -> None:
+    dim = probs[0][0].shape[1]
+    docs = probs[0][1]
+    queries = [
+        q[:, :dim] if q.shape[1] >= dim else np.resize(q, (q.shape[0], dim)) for q, _ in probs
+    ]
+    packed = pack(docs, dtype=dtype)  # type: ignore[arg-type]
+    batch = maxsim_batch(queries, packed, normalize=normalize, tile_tokens=7)
+    assert batch.shape == (len(queries), len(docs)) and batch.dtype == np.float32
+    for k, q in enumerate(queries):
+        single = maxsim(q, packed, normalize=normalize)
+        tol = _tolerance(q, _stored(docs, dtype))
+        np.testing.assert_allclose(batch[k], single, rtol=1e-5, atol=tol)
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems(), st.integers(1, 15), st.booleans())
+def test_topk_equals_sort(problem: tuple[np.ndarray, list[np.ndarray]], k: int, ties: bool) -> None:
+    q, docs = problem
+    if ties and len(docs) > 1:
+        docs = docs + docs  # exact duplicates: ties must go to the lower index
+    scores = maxsim(q, docs)
+    idx, top = maxsim_topk(q, docs, k)
+    order = np.lexsort((np.arange(len(docs)), -scores.astype(np.float64)))[: min(k, len(docs))]
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_array_equal(top, scores[order])
+    assert idx.dtype == np.int64 and top.dtype == np.float32
+
+
+def test_sum_not_mean_and_normalize_option() -> None:
+    q = np.eye(3, 4, dtype=np.float32)
+    d = np.eye(4, dtype=np.float32)[:2]  # matches query tokens 0 and 1 exactly
+    assert maxsim(q, [d])[0] == pytest.approx(2.0)
+    assert maxsim(q, [d], normalize=True)[0] == pytest.approx(2.0 / 3.0)
+
+
+def test_zero_token_documents_score_minus_inf_and_rank_last() -> None:
+    q = np.ones((2, 3), dtype=np.float32)
+    docs = [np.zeros((0, 3), np.float32), -np.ones((1, 3), np.float32)]
+    scores = maxsim(q, docs)
+    assert np.isneginf(scores[0]) and scores[1] == pytest.approx(-6.0)
+    idx, _ = maxsim_topk(q, docs, 2)
+    assert idx.tolist() == [1, 0]
+    only_empty = pack([np.zeros((0, 3), np.float32)] * 3)
+    assert np.isneginf(maxsim(q, only_empty)).all()
+
+
+def test_empty_document_list_gives_empty_result() -> None:
+    q = np.ones((2, 3), dtype=np.float32)
+    assert maxsim(q, []).shape == (0,)
+    assert maxsim_batch([q, q], []).shape == (2, 0)
+    idx, sc = maxsim_topk(q, [], 5)
+    assert idx.shape == (0,) and sc.shape == (0,)
+    empty = PackedDocs(np.zeros((0, 3), np.float32), np.zeros(1, np.int64))
+    assert len(empty) == 0 and maxsim(q, empty).shape == (0,)
+
+
+def test_torch_and_numpy_agree_and_torch_dtypes() -> None:
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((5, 16)).astype(np.float32)
+    docs = [rng.standard_normal((t, 16)).astype(np.float32) for t in (4, 9, 1)]
+    a = maxsim(q, docs)
+    b = maxsim(torch.from_numpy(q).to(torch.float64), [torch.from_numpy(d) for d in docs])
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_alignment_is_consistent_with_maxsim() -> None:
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((6, 8)).astype(np.float32)
+    d = rng.standard_normal((11, 8)).astype(np.float32)
+    rows, sims = alignment(q, d)
+    assert rows.dtype == np.int64 and sims.dtype == np.float32 and rows.shape == (6,)
+    full = q @ d.T
+    np.testing.assert_array_equal(rows, full.argmax(axis=1))
+    assert float(sims.sum()) == pytest.approx(float(maxsim(q, [d])[0]), rel=1e-5)
+    dup = np.concatenate([d[:1], d[:1]])  # a tie: the lower row wins
+    assert (alignment(q, dup)[0] == 0).all()
+    with pytest.raises(ValueError, match="no token"):
+        alignment(q, d[:0])
+
+
+def test_reference_helper_agrees() -> None:
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((3, 5)).astype(np.float32)
+    docs = [rng.standard_normal((t, 5)).astype(np.float32) for t in (2, 0, 4)]
+    np.testing.assert_allclose(maxsim_reference(q, docs), _ref(q, docs))
+    np.testing.assert_allclose(maxsim_reference(q, pack(docs)), _ref(q, docs), rtol=1e-6)
+
+
+def test_large_corpus_is_tiled_and_exact() -> None:
+    """Many tiles, documents straddling tile edges, and a top-10 equal to float64's."""
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(20, 301, size=300)
+    total = int(lengths.sum())
+    vec = rng.standard_normal((total, 32)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    q = rng.standard_normal((8, 32)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    packed = PackedDocs(vec, offsets)
+    ref = maxsim_reference(q, packed)
+    got = maxsim(q, packed, tile_tokens=1000)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    idx, _ = maxsim_topk(q, packed, 10)
+    np.testing.assert_array_equal(idx, np.argsort(-ref, kind="stable")[:10])
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_bad_input_raises_clear_errors() -> None:
+    q = np.ones((2, 3), dtype=np.float32)
+    d = [np.ones((4, 3), dtype=np.float32)]
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        maxsim(q, [np.ones((4, 5), np.float32)])
+    with pytest.raises(ValueError, match="no token vectors"):
+        maxsim(q[:0], d)
+    with pytest.raises(ValueError, match="2-D"):
+        maxsim(q[0], d)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        maxsim(np.array([[np.nan, 0, 0]], np.float32), d)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        maxsim(q, [np.array([[np.inf, 0, 0]], np.float32)])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        maxsim(torch.from_numpy(q), [torch.tensor([[0.0, float("nan"), 0.0]])])
+    with pytest.raises(TypeError, match="floating"):
+        maxsim(q.astype(np.int64), d)
+    with pytest.raises(TypeError, match="floating"):
+        maxsim(q, [np.ones((2, 3), dtype=object)])
+    with pytest.raises(TypeError, match="floating"):
+        maxsim(q, [np.ones((2, 3), dtype=np.int32)])
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        maxsim([[1.0, 2.0, 3.0]], d)
+    with pytest.raises(TypeError, match="not a single array"):
+        maxsim(q, np.ones((4, 3), np.float32))
+    with pytest.raises(TypeError, match="mix"):
+        maxsim(q, [d[0], torch.from_numpy(d[0])])
+    with pytest.raises(ValueError, match="dim"):
+        maxsim(q, [np.ones((2, 3), np.float32), np.ones((2, 4), np.float32)])
+    with pytest.raises(ValueError, match="positive"):
+        maxsim_topk(q, d, 0)
+    with pytest.raises(ValueError, match="queries is empty"):
+        maxsim_batch([], d)
+    with pytest.raises(ValueError, match="tile_tokens"):
+        maxsim(q, d, tile_tokens=0)
+    with pytest.raises(ValueError, match="storage dtype"):
+        pack(d, dtype="float8")  # type: ignore[arg-type]
+
+
+def test_inconsistent_packed_docs_are_rejected() -> None:
+    vec = np.ones((5, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"offsets\[-1\]"):
+        PackedDocs(vec, np.array([0, 2, 4]))
+    with pytest.raises(ValueError, match=r"offsets\[0\]"):
+        PackedDocs(vec, np.array([1, 5]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        PackedDocs(vec, np.array([0, 3, 2, 5]))
+    with pytest.raises(TypeError, match="integers"):
+        PackedDocs(vec, np.array([0.0, 5.0]))
+    with pytest.raises(ValueError, match="1-D"):
+        PackedDocs(vec, np.array([[0, 5]]))
+    with pytest.raises(ValueError, match="scales"):
+        PackedDocs(vec.astype(np.int8), np.array([0, 5]))
+    with pytest.raises(ValueError, match="only for int8"):
+        PackedDocs(vec, np.array([0, 5]), np.ones(5, np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        PackedDocs(vec.astype(np.int8), np.array([0, 5]), np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        PackedDocs(np.full((5, 3), np.nan, np.float32), np.array([0, 5]))
+    with pytest.raises(TypeError, match="floating"):
+        PackedDocs(vec.astype(np.int64), np.array([0, 5]))
+    ok = PackedDocs(vec, [0, 2, 2, 5])  # type: ignore[arg-type]
+    assert len(ok) == 3 and ok.offsets.dtype == np.int64 and ok.lengths.tolist() == [2, 0, 3]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_matches_reference(dtype: str) -> None:
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((7, 64)).astype(np.float32)
+    docs = [rng.standard_normal((int(t), 64)).astype(np.float32) for t in rng.integers(0, 90, 50)]
+    packed = pack([torch.from_numpy(d).cuda() for d in docs], dtype=dtype)  # type: ignore[arg-type]
+    assert packed.vectors.is_cuda
+    stored = _stored(docs, dtype)
+    expected = _ref(q, stored)
+    got = maxsim(torch.from_numpy(q).cuda(), packed, tile_tokens=333)
+    empty = np.isneginf(expected)
+    assert np.array_equal(np.isneginf(got), empty)
+    np.testing.assert_allclose(got[~empty], expected[~empty], rtol=1e-4, atol=_tolerance(q, stored))
+    batch = maxsim_batch([torch.from_numpy(q).cuda(), q[:2]], packed)
+    np.testing.assert_allclose(batch[0][~empty], got[~empty], rtol=1e-5, atol=1e-4)
