@@ -1,0 +1,421 @@
+"""Faults of the remote backend: every one is a typed RemoteEngineError within the timeout.
+
+A small real HTTP server (stdlib ``http.server`` on 127.0.0.1, in a thread) plays a vLLM
+server that answers 500s, stalls, malformed or truncated bodies, the wrong model or the wrong
+task; a real vLLM CPU server is killed in the middle of a run. Every server here is stopped
+by the tests themselves, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vllm_retrieval import Encoder
+from vllm_retrieval.core.errors import EngineError, RemoteEngineError
+from vllm_retrieval.core.profiles import default_model_path
+from vllm_retrieval.core.remote import get_remote_engine
+
+MODEL = default_model_path()
+DIM = 8
+SLACK = 10.0  # seconds on top of a timeout before a call counts as a hang
+
+
+# -- a stub vLLM server ----------------------------------------------------------------------
+
+
+class Stub:
+    """What the stub server answers; tests flip ``mode`` and read ``calls``."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.model_id = MODEL
+        self.api_key: str | None = None
+        self.tokens: list[int] | None = None  # None: the real tokenizer's answer
+        self.calls: list[str] = []
+        self.pool_calls = 0
+        self.release = threading.Event()  # wakes stalled handlers at teardown
+        self.tokenizer: Any = None
+
+
+def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, payload: Any) -> None:
+            self._send(status, json.dumps(payload).encode())
+
+        def _authorised(self) -> bool:
+            if stub.api_key is None:
+                return True
+            if self.headers.get("Authorization") == f"Bearer {stub.api_key}":
+                return True
+            self._json(401, {"error": {"message": "Unauthorized", "code": 401}})
+            return False
+
+        def do_GET(self) -> None:
+            stub.calls.append(f"GET {self.path}")
+            if not self._authorised():
+                return
+            if self.path == "/v1/models":
+                if stub.mode == "models_malformed":
+                    self._send(200, b'{"object": "list", "data": [')
+                    return
+                card = {"id": stub.model_id, "root": stub.model_id, "max_model_len": 256}
+                self._json(200, {"object": "list", "data": [card]})
+            else:
+                self._json(404, {"error": {"message": "not found"}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            req = json.loads(self.rfile.read(length) or b"{}")
+            stub.calls.append(f"POST {self.path}")
+            if not self._authorised():
+                return
+            if self.path == "/tokenize":
+                tokens = stub.tokens
+                if tokens is None:
+                    tokens = stub.tokenizer(req["prompt"], add_special_tokens=False)["input_ids"]
+                self._json(200, {"count": len(tokens), "tokens": tokens, "max_model_len": 256})
+            elif self.path == "/pooling":
+                self._pooling(req)
+            else:
+                self._json(404, {"error": {"message": "not found"}})
+
+        def _pooling(self, req: dict[str, Any]) -> None:
+            ids: list[list[int]] = req["input"]
+            probe = req.get("encoding_format") == "float" and len(ids) == 1
+            mode = stub.mode
+            if probe and mode == "wrong_task":
+                msg = "Try switching the model's pooling_task via --pooler-config.task embed."
+                self._json(400, {"error": {"message": msg, "code": 400}})
+                return
+            if probe and mode == "pooled":
+                self._json(200, {"data": [{"index": 0, "data": [0.5] * DIM}]})
+                return
+            if probe:
+                rows = [[0.1 * (j + 1)] * DIM for j in range(len(ids[0]))]
+                self._json(200, {"data": [{"index": 0, "object": "pooling", "data": rows}]})
+                return
+            stub.pool_calls += 1
+            if mode == "500":
+                self._json(500, {"error": {"message": "EngineCore died", "code": 500}})
+                return
+            if mode == "stall":
+                stub.release.wait(30)
+                return
+            if mode == "malformed":
+                self._send(200, b'{"data": [{"index": 0, "data": "AAAA"')
+                return
+            if mode == "reject_long" and any(len(i) > 6 for i in ids):
+                self._json(400, {"error": {"message": "prompt too long", "code": 400}})
+                return
+            items = []
+            for n, one in enumerate(ids):
+                arr = np.full((len(one), DIM), n + 1, dtype="<f4")
+                data = base64.b64encode(arr.tobytes()).decode()
+                if mode == "truncated_b64":
+                    data = data[: len(data) // 2 // 4 * 4]
+                if mode == "bad_base64":
+                    data = "@@not base64@@"
+                items.append({"index": n, "object": "pooling", "data": data})
+            if mode == "wrong_count":
+                items = items[:-1]
+            if req.get("encoding_format") == "bytes":
+                self._bytes(ids, mode)
+                return
+            self._json(200, {"data": items, "model": stub.model_id})
+
+        def _bytes(self, ids: list[list[int]], mode: str) -> None:
+            body, meta, offset = b"", [], 0
+            for n, one in enumerate(ids):
+                raw = np.full((len(one), DIM), n + 1, dtype="<f4").tobytes()
+                meta.append(
+                    {
+                        "index": n,
+                        "embed_dtype": "float32",
+                        "endianness": "little",
+                        "start": offset,
+                        "end": offset + len(raw),
+                        "shape": [len(one), DIM],
+                    }
+                )
+                body += raw
+                offset += len(raw)
+            if mode == "truncated_bytes":
+                body = body[: len(body) - 4]
+            header = json.dumps({"data": meta})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("metadata", header)
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return Encoder(base_url="http://127.0.0.1:9").tokenizer  # no request is made
+
+
+@pytest.fixture
+def stub(tokenizer: Any) -> Iterator[tuple[Stub, str]]:
+    state = Stub()
+    state.tokenizer = tokenizer
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _raises_within(limit: float, fn: Callable[[], object]) -> RemoteEngineError:
+    start = time.monotonic()
+    with pytest.raises(RemoteEngineError) as info:
+        fn()
+    elapsed = time.monotonic() - start
+    assert elapsed < limit, f"took {elapsed:.1f} s, more than {limit:.1f} s"
+    return info.value
+
+
+# -- the stub tests ----------------------------------------------------------------------------
+
+
+def test_stub_happy_path_decodes_base64_and_bytes(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=5.0)
+    ids = enc.token_ids(["one", "two words", "three more words"], is_query=False)
+    for transfer in ("base64", "bytes"):
+        engine = get_remote_engine(enc, transfer=transfer)
+        engine.wait_ready()
+        assert engine.info.dim == DIM and engine.info.max_model_len == 256
+        rows = engine.submit(ids).result(timeout=10)
+        assert [r.shape for r in rows] == [(len(i), DIM) for i in ids]
+        assert [float(r[0, 0]) for r in rows] == [1.0, 2.0, 3.0]  # order kept
+    assert state.calls[0] == "GET /v1/models"
+
+
+def test_500s_are_retried_then_raise(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=5.0).start()
+    state.mode = "500"
+    err = _raises_within(5.0 + SLACK, lambda: enc.embed_documents(["hello"]))
+    assert url in str(err) and "500" in str(err) and "EngineCore died" in str(err)
+    assert state.pool_calls == 4  # one attempt + max_retries=3
+
+
+def test_4xx_is_not_retried_and_no_partial_results(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=5.0, batch_size=1).start()
+    state.mode = "reject_long"
+    texts = ["hi", "a much longer text than the others here", "yo"]
+    err = _raises_within(5.0 + SLACK, lambda: enc.encode(texts))
+    assert "400" in str(err) and "prompt too long" in str(err) and url in str(err)
+    assert state.pool_calls <= 3  # never retried
+
+
+def test_stall_past_the_timeout_raises_within_it(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=2.0).start()
+    state.mode = "stall"
+    err = _raises_within(2.0 + SLACK, lambda: enc.embed_documents(["hello"]))
+    assert url in str(err) and "timeout" in str(err)
+    assert state.pool_calls == 1
+
+
+async def test_stall_async_raises_within_timeout(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=2.0).start()
+    state.mode = "stall"
+    start = time.monotonic()
+    with pytest.raises(RemoteEngineError, match="timeout"):
+        await enc.aembed_documents(["hello", "world"])
+    assert time.monotonic() - start < 2.0 + SLACK
+
+
+@pytest.mark.parametrize(
+    ("mode", "transfer", "needle"),
+    [
+        ("malformed", "base64", "malformed JSON"),
+        ("truncated_b64", "base64", "expected"),
+        ("bad_base64", "base64", "not valid base64"),
+        ("wrong_count", "base64", "items for"),
+        ("truncated_bytes", "bytes", "truncated"),
+    ],
+)
+def test_bad_bodies_raise_typed_errors(
+    stub: tuple[Stub, str], mode: str, transfer: str, needle: str
+) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=5.0)
+    engine = get_remote_engine(enc, transfer=transfer)
+    engine.wait_ready()
+    state.mode = mode
+    ids = enc.token_ids(["hello there", "general kenobi"], is_query=False)
+    err = _raises_within(5.0 + SLACK, lambda: engine.submit(ids).result(timeout=30))
+    assert url in str(err) and needle in str(err)
+
+
+def test_wrong_model_in_discovery(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    state.model_id = "BAAI/bge-m3"
+    err = _raises_within(5.0 + SLACK, Encoder(base_url=url, timeout=5.0).start)
+    assert url in str(err) and "BAAI/bge-m3" in str(err) and "not the model" in str(err)
+
+
+def test_same_name_other_tokenizer_is_a_different_model(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    state.tokens = [1, 2, 3]
+    err = _raises_within(5.0 + SLACK, Encoder(base_url=url, timeout=5.0).start)
+    assert url in str(err) and "different tokenizer" in str(err)
+
+
+@pytest.mark.parametrize("mode", ["wrong_task", "pooled"])
+def test_wrong_task_in_discovery(stub: tuple[Stub, str], mode: str) -> None:
+    state, url = stub
+    state.mode = mode
+    err = _raises_within(5.0 + SLACK, Encoder(base_url=url, timeout=5.0).start)
+    assert url in str(err) and "token_embed" in str(err)
+    assert isinstance(err, EngineError)
+
+
+def test_malformed_model_list(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    state.mode = "models_malformed"
+    err = _raises_within(5.0 + SLACK, Encoder(base_url=url, timeout=5.0).start)
+    assert url in str(err) and "malformed JSON" in str(err)
+
+
+def test_api_key_is_sent_and_a_wrong_one_is_a_typed_error(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    state.api_key = "sekrit"
+    assert Encoder(base_url=url, api_key="sekrit", timeout=5.0).embed_query("hi").shape == (DIM,)
+    err = _raises_within(5.0 + SLACK, Encoder(base_url=url, api_key="nope", timeout=5.0).start)
+    assert "401" in str(err) and url in str(err)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_server_not_running() -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    err = _raises_within(3.0 + SLACK, Encoder(base_url=url, timeout=3.0).start)
+    assert url in str(err) and "Connect" in str(err)
+
+
+# -- a real vLLM server killed in the middle of a run -----------------------------------------
+
+
+def _start_vllm(port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+    env.update(VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", MODEL, "--runner", "pooling",
+        "--pooler-config", json.dumps({"task": "token_embed", "use_activation": False}),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--enforce-eager", "--seed", "0",
+    ]  # fmt: skip
+    with log.open("wb") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server and its engine process (its own process group, by id)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, limit: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vLLM server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    pytest.fail(f"vLLM server not healthy after {limit:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def test_real_server_killed_mid_run(tmp_path: Path, scifact_dir: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "vllm-server.log"
+    proc = _start_vllm(port, log)
+    try:
+        _wait_healthy(url, proc, log, limit=300)
+        timeout = 30.0
+        enc = Encoder(base_url=url, timeout=timeout, batch_size=16).start()
+        with (scifact_dir / "corpus.jsonl").open() as fh:
+            docs = [json.loads(next(fh))["text"] for _ in range(400)]
+        result: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                result["value"] = enc.encode(docs)
+            except BaseException as exc:
+                result["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        time.sleep(2.0)  # requests are in flight: 400 abstracts take far longer than this
+        assert worker.is_alive(), "the run finished before the server could be killed"
+        killed_at = time.monotonic()
+        _kill(proc)
+        worker.join(timeout=timeout + SLACK)
+        assert not worker.is_alive(), "encode hung after the server was killed"
+        assert time.monotonic() - killed_at < timeout + SLACK
+        assert "value" not in result, "partial results came back from a dead server"
+        err = result["error"]
+        assert isinstance(err, RemoteEngineError), repr(err)
+        assert url in str(err)
+        # Afterwards a fresh call fails fast too (connection refused, retried, then raised).
+        _raises_within(timeout + SLACK, lambda: enc.embed_documents(["after the kill"]))
+    finally:
+        _kill(proc)
