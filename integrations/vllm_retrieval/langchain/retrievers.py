@@ -1,0 +1,89 @@
+"""``VLLMMultiVectorRetriever``: a LangChain retriever over a core ``MultiVectorStore``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from ..core.store import MultiVectorStore, SearchHit
+
+__all__ = ["SearchMode", "VLLMMultiVectorRetriever", "hit_to_document"]
+
+SearchMode = Literal["hybrid", "dense", "maxsim", "fusion"]
+
+# Search options that ``invoke(query, **kwargs)`` may override per call.
+_SEARCH_KEYS = frozenset({"k", "mode", "filter", "candidates"})
+# Keys LangChain itself may leave in the invoke kwargs; they are not search options.
+_IGNORED_KEYS = frozenset({"verbose"})
+
+
+def hit_to_document(hit: SearchHit, score_key: str | None = "relevance_score") -> Document:
+    """A LangChain Document for a store hit; the score goes to ``metadata[score_key]``."""
+    metadata = dict(hit.metadata or {})
+    if score_key is not None:
+        metadata[score_key] = float(hit.score)
+    return Document(id=str(hit.id), page_content=hit.text, metadata=metadata)
+
+
+class VLLMMultiVectorRetriever(BaseRetriever):
+    """Retrieve Documents from a :class:`~vllm_retrieval.core.store.MultiVectorStore`.
+
+    The default ``mode="hybrid"`` is a dense prefetch of ``candidates`` documents reranked by
+    MaxSim over their stored token vectors; ``"dense"``, ``"maxsim"`` (exhaustive) and
+    ``"fusion"`` are the store's other modes. ``filter`` is a Mongo-like metadata filter
+    (``{"year": {"$gte": 2010}}``). Every option can be overridden per call:
+    ``retriever.invoke(query, k=3, filter={...})``.
+
+    Documents carry the store id as ``Document.id``, their metadata, and the score in
+    ``metadata["relevance_score"]``.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    store: MultiVectorStore = Field(description="The core multi-vector store to search.")
+    k: int = Field(default=4, gt=0, description="Number of Documents to return.")
+    mode: SearchMode = Field(default="hybrid", description="Search mode of the store.")
+    filter: dict[str, Any] | None = Field(default=None, description="Metadata filter.")
+    candidates: int | None = Field(
+        default=None, gt=0, description="Dense prefetch size (store default when None)."
+    )
+
+    def _search_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(overrides) - _SEARCH_KEYS - _IGNORED_KEYS
+        if unknown:
+            raise TypeError(
+                f"unexpected retriever arguments {sorted(unknown)}; allowed: {sorted(_SEARCH_KEYS)}"
+            )
+        options: dict[str, Any] = {"k": self.k, "mode": self.mode, "filter": self.filter}
+        if self.candidates is not None:
+            options["candidates"] = self.candidates
+        options.update({key: overrides[key] for key in _SEARCH_KEYS & set(overrides)})
+        if options.get("candidates") is None:
+            options.pop("candidates", None)
+        k = options["k"]
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        return options
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        hits = self.store.search(query, **self._search_kwargs(kwargs))
+        return [hit_to_document(h) for h in hits]
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        **kwargs: Any,
+    ) -> list[Document]:
+        hits = await self.store.asearch(query, **self._search_kwargs(kwargs))
+        return [hit_to_document(h) for h in hits]
