@@ -389,7 +389,7 @@ def test_real_server_killed_mid_run(tmp_path: Path, scifact_dir: Path) -> None:
     log = tmp_path / "vllm-server.log"
     proc = _start_vllm(port, log)
     try:
-        _wait_healthy(url, proc, log, limit=300)
+        _wait_healthy(url, proc, log, limit=900)
         timeout = 30.0
         enc = Encoder(base_url=url, timeout=timeout, batch_size=16).start()
         with (scifact_dir / "corpus.jsonl").open() as fh:
