@@ -223,9 +223,12 @@ def _check_dense(dense: Any, n: int, dim: int | None) -> FloatArray:
         raise StoreMismatchError(f"dense vectors have {arr.shape[1]} dims, the store has {dim}")
     if not np.isfinite(arr).all():
         raise ValueError("dense vectors contain NaN or inf")
-    if n and (np.linalg.norm(arr, axis=1) == 0).any():
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if n and (norms == 0).any():
         raise ValueError("a dense vector is all zeros (cosine is undefined)")
-    return arr
+    # Stored L2-normalised whatever the backend (a Qdrant server normalises cosine vectors,
+    # qdrant-client's local mode does not): scores and get_tokens agree everywhere.
+    return arr / norms if n else arr
 
 
 def _check_tokens(tokens: Any, n: int, dim: int) -> list[FloatArray]:
@@ -243,7 +246,10 @@ def _check_tokens(tokens: Any, n: int, dim: int) -> list[FloatArray]:
             raise StoreMismatchError(f"tokens[{i}] have {arr.shape[1]} dims, the store has {dim}")
         if not np.isfinite(arr).all():
             raise ValueError(f"tokens[{i}] contain NaN or inf")
-        clean.append(arr)
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise ValueError(f"tokens[{i}] has an all-zero row (cosine is undefined)")
+        clean.append(arr / norms)
     return clean
 
 
@@ -281,7 +287,11 @@ class _EdgeBackend:
         qe = require("qdrant_edge", "qdrant")
         self.qe = qe
         self.factory = FilterFactory(
-            match_value=lambda k, v: qe.FieldCondition(key=k, match=qe.MatchValue(v)),
+            # Edge reads a Python bool as the int 0/1 (it matches integers, never booleans);
+            # numpy's bool_ is not an int subclass and arrives as a JSON boolean.
+            match_value=lambda k, v: qe.FieldCondition(
+                key=k, match=qe.MatchValue(np.bool_(v) if isinstance(v, bool) else v)
+            ),
             match_any=lambda k, vs: qe.FieldCondition(key=k, match=qe.MatchAny(vs)),
             range=lambda k, b: qe.FieldCondition(key=k, range=qe.RangeFloat(**b)),
             filter=lambda **kw: qe.Filter(**kw),
@@ -369,7 +379,15 @@ class _EdgeBackend:
     ) -> list[tuple[float, dict[str, Any]]]:
         qe = self.qe
         tok_params = (
-            qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True))
+            qe.SearchParams(
+                quantization=qe.QuantizationSearchParams(rescore=True, oversampling=4.0)
+            )
+            if self.quantized
+            else None
+        )
+        # Exhaustive MaxSim is exact: quantised codes are ignored, originals are scored.
+        exact_params = (
+            qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
             if self.quantized
             else None
         )
@@ -379,7 +397,7 @@ class _EdgeBackend:
             query: Any = self._nearest(dense.tolist(), DENSE)  # type: ignore[union-attr]
             params: Any = dense_params
         elif mode == "maxsim":
-            query, params = self._nearest(tokens.tolist(), TOKENS), tok_params  # type: ignore[union-attr]
+            query, params = self._nearest(tokens.tolist(), TOKENS), exact_params  # type: ignore[union-attr]
         elif mode == "hybrid":
             prefetches = [
                 qe.Prefetch(
@@ -558,7 +576,12 @@ class _ClientBackend:
     ) -> list[tuple[float, dict[str, Any]]]:
         m = self.m
         tok_params = (
-            m.SearchParams(quantization=m.QuantizationSearchParams(rescore=True))
+            m.SearchParams(quantization=m.QuantizationSearchParams(rescore=True, oversampling=4.0))
+            if self.quantized and not self.local
+            else None
+        )
+        exact_params = (
+            m.SearchParams(exact=True, quantization=m.QuantizationSearchParams(ignore=True))
             if self.quantized and not self.local
             else None
         )
@@ -567,7 +590,7 @@ class _ClientBackend:
         if mode == "dense":
             kw.update(query=dense.tolist(), using=DENSE, search_params=dense_params)  # type: ignore[union-attr]
         elif mode == "maxsim":
-            kw.update(query=tokens.tolist(), using=TOKENS, search_params=tok_params)  # type: ignore[union-attr]
+            kw.update(query=tokens.tolist(), using=TOKENS, search_params=exact_params)  # type: ignore[union-attr]
         elif mode == "hybrid":
             kw.update(
                 prefetch=[
