@@ -1,0 +1,173 @@
+"""Hybrid search on synthetic clustered multi-vectors: latency, recall@10, resident bytes/token.
+
+Usage::
+
+    .venv/bin/python benchmarks/search.py [--docs 10000 100000] [--compression binary]
+        [--candidates 200] [--queries 50] [--dir /tmp/vllm_retrieval_bench]
+
+Documents have ~100 token vectors (d=128) drawn around topic-specific "vocabulary"
+directions; dense vectors are the normalised token means; each query is 32 noisy tokens of
+a random document. Recall@10 of ``hybrid`` (dense HNSW prefetch of ``candidates``, then
+MaxSim) is measured against exhaustive exact MaxSim over all documents (``mode="maxsim"``,
+which scores the original vectors). Resident bytes/token is the growth of this process's
+RSS after reopening the store and running the queries, divided by the stored token count
+(the disk footprint is printed too). Indexes are cached under ``--dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "integrations"))
+
+DIM = 128
+TOKENS = 100
+VOCAB = 8192
+TOPICS = 400
+TOPIC_WORDS = 96
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize()
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Corpus:
+    """Deterministic clustered synthetic documents, generated batch by batch."""
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.vocab = _unit(rng.standard_normal((VOCAB, DIM)))
+        self.topic_words = rng.integers(0, VOCAB, size=(TOPICS, TOPIC_WORDS))
+        self.seed = seed
+
+    def doc_words(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, i))
+        topic = int(rng.integers(TOPICS))
+        n = int(rng.integers(TOKENS - 20, TOKENS + 21))
+        words = rng.choice(self.topic_words[topic], size=n)
+        mix = rng.random(n) < 0.3
+        words[mix] = rng.integers(0, VOCAB, size=int(mix.sum()))
+        return words
+
+    def doc(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, i, 1))
+        words = self.doc_words(i)
+        return _unit(self.vocab[words] + 0.35 * rng.standard_normal((len(words), DIM)) / 8)
+
+    def batch(self, start: int, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        toks = [self.doc(i) for i in range(start, start + n)]
+        dense = _unit(np.stack([t.mean(0) for t in toks]))
+        return dense, toks
+
+    def query(self, q: int, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng((self.seed, 10**9 + q))
+        target = int(rng.integers(n_docs))
+        words = rng.choice(self.doc_words(target), size=32)
+        toks = _unit(self.vocab[words] + 0.5 * rng.standard_normal((32, DIM)) / 8)
+        return _unit(toks.mean(0)), toks
+
+
+def build(path: Path, corpus: Corpus, n_docs: int, compression: str | None) -> None:
+    from vllm_retrieval.core.store import MultiVectorStore
+
+    if (path / "vllm_retrieval.json").exists():
+        with MultiVectorStore.open(path) as store:
+            if len(store) == n_docs:
+                return
+        raise SystemExit(f"{path} holds a partial index: remove it and rerun")
+    t0 = time.perf_counter()
+    with MultiVectorStore(path=path, dim=DIM, compression=compression, batch_size=500) as store:
+        step = 1000
+        for s in range(0, n_docs, step):
+            dense, toks = corpus.batch(s, min(step, n_docs - s))
+            store.add_encoded(
+                [f"d{i}" for i in range(s, s + len(toks))],
+                dense,
+                toks,
+                ids=list(range(s, s + len(toks))),
+            )
+            print(
+                f"\r  ingested {s + len(toks)}/{n_docs} ({time.perf_counter() - t0:.0f} s)",
+                end="",
+                flush=True,
+            )
+        print()
+        t1 = time.perf_counter()
+        store.optimize()
+        print(f"  optimize (HNSW on dense, quantisation) {time.perf_counter() - t1:.0f} s")
+    print(f"  built in {time.perf_counter() - t0:.0f} s")
+
+
+def run(n_docs: int, args: argparse.Namespace) -> None:
+    from vllm_retrieval.core.store import MultiVectorStore
+
+    comp = None if args.compression == "none" else args.compression
+    path = args.dir / f"synthetic_{n_docs}_{args.compression}"
+    corpus = Corpus()
+    print(f"== {n_docs} docs, ~{TOKENS} tokens, d={DIM}, compression={args.compression}")
+    build(path, corpus, n_docs, comp)
+    base = _rss()
+    store = MultiVectorStore.open(path)
+    n_tokens = None
+    queries = [corpus.query(q, n_docs) for q in range(args.queries)]
+    exact: list[list[int | str]] = []
+    t0 = time.perf_counter()
+    for qd, qt in queries:
+        exact.append([h.id for h in store.search_encoded(qd, qt, k=10, mode="maxsim")])
+    exact_ms = (time.perf_counter() - t0) * 1000 / len(queries)
+    for qd, qt in queries[:5]:  # warm-up
+        store.search_encoded(qd, qt, k=10, mode="hybrid", candidates=args.candidates)
+    lat: list[float] = []
+    recall: list[float] = []
+    for (qd, qt), ref in zip(queries, exact, strict=True):
+        t = time.perf_counter()
+        hits = store.search_encoded(qd, qt, k=10, mode="hybrid", candidates=args.candidates)
+        lat.append((time.perf_counter() - t) * 1000)
+        recall.append(len({h.id for h in hits} & set(ref)) / 10)
+    resident = _rss() - base
+    n_tokens = sum(len(corpus.doc_words(i)) for i in range(0, n_docs, max(1, n_docs // 2000)))
+    n_tokens = int(n_tokens * n_docs / len(range(0, n_docs, max(1, n_docs // 2000))))
+    disk = store.disk_bytes()
+    store.close()
+    lat.sort()
+    p50 = statistics.median(lat)
+    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+    print(f"  exhaustive MaxSim: {exact_ms:.0f} ms/query")
+    print(
+        f"  hybrid (candidates={args.candidates}): p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+        f"recall@10 {np.mean(recall):.3f}"
+    )
+    print(
+        f"  ~{n_tokens} tokens; resident {resident / n_tokens:.1f} bytes/token "
+        f"(RSS growth after reopen + queries); disk {disk / n_tokens:.1f} bytes/token"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--compression", default="binary", choices=["none", "fp16", "int8", "binary"])
+    ap.add_argument("--candidates", type=int, default=200)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/vllm_retrieval_bench"))
+    args = ap.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    for n in args.docs:
+        run(n, args)
+
+
+if __name__ == "__main__":
+    main()
