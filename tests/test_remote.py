@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,10 +64,11 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    logdir = tempfile.TemporaryDirectory(prefix="vllm-remote-test-")
+    log = Path(logdir.name) / "server.log"
     proc = _start_vllm(port, log)
     try:
         deadline = time.monotonic() + 900  # a busy 2-core machine is slow
@@ -84,6 +86,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         _kill(proc)
+        logdir.cleanup()
 
 
 @pytest.fixture(scope="module")

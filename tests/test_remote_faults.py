@@ -48,6 +48,7 @@ class Stub:
         self.tokens: list[int] | None = None  # None: the real tokenizer's answer
         self.calls: list[str] = []
         self.pool_calls = 0
+        self.batch_sizes: list[int] = []
         self.release = threading.Event()  # wakes stalled handlers at teardown
         self.tokenizer: Any = None
 
@@ -124,6 +125,7 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {"data": [{"index": 0, "object": "pooling", "data": rows}]})
                 return
             stub.pool_calls += 1
+            stub.batch_sizes.append(len(ids))
             if mode == "500":
                 self._json(500, {"error": {"message": "EngineCore died", "code": 500}})
                 return
@@ -227,6 +229,20 @@ def test_stub_happy_path_decodes_base64_and_bytes(stub: tuple[Stub, str]) -> Non
         assert [r.shape for r in rows] == [(len(i), DIM) for i in ids]
         assert [float(r[0, 0]) for r in rows] == [1.0, 2.0, 3.0]  # order kept
     assert state.calls[0] == "GET /v1/models"
+
+
+def test_many_texts_go_in_few_bounded_requests(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=5.0, batch_size=1000)
+    texts = [f"text number {i}" for i in range(150)]
+    assert len(enc.encode(texts)) == 150
+    assert sorted(state.batch_sizes) == [22, 64, 64]  # max_batch_size=64 texts per request
+    state.batch_sizes.clear()
+    engine = get_remote_engine(enc, max_batch_tokens=40)
+    ids = enc.token_ids(texts[:10], is_query=False)
+    rows = engine.submit(ids).result(timeout=30)
+    assert len(rows) == 10 and sum(state.batch_sizes) == 10
+    assert max(state.batch_sizes) * len(ids[0]) <= 40  # max_batch_tokens=40 per request
 
 
 def test_500s_are_retried_then_raise(stub: tuple[Stub, str]) -> None:
