@@ -58,7 +58,7 @@ class Corpus:
         topic = int(rng.integers(TOPICS))
         n = int(rng.integers(TOKENS - 20, TOKENS + 21))
         words = rng.choice(self.topic_words[topic], size=n)
-        mix = rng.random(n) < 0.3
+        mix = rng.random(n) < 0.1
         words[mix] = rng.integers(0, VOCAB, size=int(mix.sum()))
         return words
 
