@@ -306,6 +306,29 @@ def test_inconsistent_packed_docs_are_rejected() -> None:
     assert len(ok) == 3 and ok.offsets.dtype == np.int64 and ok.lengths.tolist() == [2, 0, 3]
 
 
+@settings(max_examples=20, deadline=None)
+@given(problems(), st.sampled_from(DTYPES), st.sampled_from([1, 5, 64]))
+def test_device_scatter_kernel_on_cpu(
+    problem: tuple[np.ndarray, list[np.ndarray]], dtype: str, tile: int
+) -> None:
+    """The CUDA kernel (scatter_reduce amax) is device-agnostic: check it on the CPU."""
+    from vllm_retrieval.core.maxsim import _max_matrix_scatter
+
+    q, docs = problem
+    packed = pack([torch.from_numpy(d) for d in docs], dtype=dtype)  # type: ignore[arg-type]
+    got = _max_matrix_scatter(
+        torch.from_numpy(q), packed.vectors, packed.offsets, packed.scales, tile
+    )
+    scores = got.numpy().astype(np.float64).sum(axis=0)
+    stored = _stored(docs, dtype)
+    expected = _ref(q, stored)
+    empty = np.isneginf(expected)
+    assert np.array_equal(np.isneginf(scores), empty)
+    np.testing.assert_allclose(
+        scores[~empty], expected[~empty], rtol=1e-5, atol=_tolerance(q, stored)
+    )
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", DTYPES)

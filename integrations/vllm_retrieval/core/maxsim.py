@@ -338,8 +338,8 @@ def _segment_plan(offsets: IntArray, start: int, stop: int) -> tuple[IntArray, I
 def _max_matrix(q: Any, packed: PackedDocs, tile_tokens: int | None) -> Any:
     """``M[k, i] = max_j q_k · d_ij`` as ``[Q_total, n]`` fp32 (``-inf`` for empty docs).
 
-    numpy in → numpy out; if the query or the documents are torch tensors, the work is done
-    in torch on the documents' device and the result is a torch tensor there.
+    On the CPU (numpy or torch inputs) the result is a numpy array; on CUDA (documents or
+    query on a GPU, the other side is moved there) it is a torch tensor on that device.
     """
     n = len(packed)
     vec = packed.vectors
@@ -372,45 +372,62 @@ def _max_matrix(q: Any, packed: PackedDocs, tile_tokens: int | None) -> Any:
     if not _is_torch(vec):
         vec = torch.from_numpy(np.ascontiguousarray(vec))
     qt = q if _is_torch(q) else torch.from_numpy(np.ascontiguousarray(q))
-    qt = qt.to(device=device, dtype=torch.float32)
-    vec = vec.to(device)
-    on_cpu = device.type == "cpu"
-    sc_t = torch.from_numpy(scales).to(device) if scales is not None else None
-    if on_cpu:
+    with torch.no_grad():
+        qt = qt.detach().to(device=device, dtype=torch.float32).contiguous()
+        vec = vec.detach().to(device)
+        if device.type != "cpu":
+            return _max_matrix_scatter(qt, vec, offsets, scales, rows)
         out_np = np.full((q_total, n), -np.inf, dtype=np.float32)
-    else:
-        out_t = torch.full((q_total, n), -math.inf, dtype=torch.float32, device=device)
-    buf = None
-    for start in range(0, total, rows):
-        stop = min(start + rows, total)
-        plan = _segment_plan(offsets, start, stop)
-        if plan is None:
-            continue
-        tile = vec[start:stop]
-        if tile.dtype != torch.float32:
-            tile = tile.float()
-        width = stop - start
-        if buf is None or buf.shape[1] < width:
-            buf = torch.empty((q_total, width), dtype=torch.float32, device=device)
-        sims = buf[:, :width]
-        torch.mm(qt, tile.T, out=sims)
-        if sc_t is not None:
-            sims.mul_(sc_t[start:stop])
-        idx, local = plan
-        if on_cpu:
+        sc_t = torch.from_numpy(scales) if scales is not None else None
+        buf = torch.empty(q_total * min(rows, max(total, 1)), dtype=torch.float32)
+        for start in range(0, total, rows):
+            stop = min(start + rows, total)
+            plan = _segment_plan(offsets, start, stop)
+            if plan is None:
+                continue
+            tile = vec[start:stop]
+            if tile.dtype != torch.float32:
+                tile = tile.float()
+            sims = buf[: q_total * (stop - start)].view(q_total, stop - start)
+            torch.mm(qt, tile.T, out=sims)
+            if sc_t is not None:
+                sims.mul_(sc_t[start:stop])
+            idx, local = plan
             part = np.maximum.reduceat(sims.numpy(), local, axis=1)
             np.maximum(out_np[:, idx], part, out=part)
             out_np[:, idx] = part
-        else:
-            lengths = np.diff(np.append(local, width))
-            part_t = torch.segment_reduce(
-                sims, "max", lengths=torch.from_numpy(lengths).to(device), axis=1
-            )
-            idx_t = torch.from_numpy(idx).to(device)
-            out_t[:, idx_t] = torch.maximum(out_t[:, idx_t], part_t)
-    if on_cpu:
-        return torch.from_numpy(out_np)
-    return out_t
+    return out_np
+
+
+def _max_matrix_scatter(
+    qt: Any, vec: Any, offsets: IntArray, scales: FloatArray | None, rows: int
+) -> Any:
+    """Device-side ``[Q_total, n]`` maxima (used on CUDA; any torch device works).
+
+    Each tile's ``[Q_total, tile]`` similarities are folded into the output with one
+    ``scatter_reduce(amax)`` keyed by the document id of every token row.
+    """
+    torch = _torch()
+    device = vec.device
+    n = offsets.size - 1
+    total = int(vec.shape[0])
+    out = torch.full((qt.shape[0], n), -math.inf, dtype=torch.float32, device=device)
+    if total == 0:
+        return out
+    lengths = torch.from_numpy(np.diff(offsets)).to(device)
+    doc_of_row = torch.repeat_interleave(torch.arange(n, device=device), lengths)
+    sc_t = torch.from_numpy(scales).to(device) if scales is not None else None
+    for start in range(0, total, rows):
+        stop = min(start + rows, total)
+        tile = vec[start:stop]
+        if tile.dtype != torch.float32:
+            tile = tile.float()
+        sims = torch.mm(qt, tile.T)
+        if sc_t is not None:
+            sims.mul_(sc_t[start:stop])
+        index = doc_of_row[start:stop].expand(qt.shape[0], stop - start)
+        out.scatter_reduce_(1, index, sims, reduce="amax", include_self=True)
+    return out
 
 
 def _stack_queries(queries: Sequence[Any]) -> tuple[Any, IntArray]:

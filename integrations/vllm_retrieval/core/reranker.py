@@ -1,0 +1,355 @@
+"""``MaxSimReranker``: ColBERT-style late-interaction reranking on the shared vLLM engine.
+
+The query and the documents are encoded into token vectors by the shared
+:class:`~vllm_retrieval.core.encoder.Encoder` (documents in ONE batched call, skipping those
+whose token vectors are already known — passed in, or in the optional LRU cache keyed by a
+content hash), then scored with :func:`~vllm_retrieval.core.maxsim.maxsim` (a sum over query
+tokens; ``normalize=True`` divides by the query length).
+
+Conventions:
+
+* An empty or whitespace-only query raises ``ValueError``; an empty document list gives
+  ``[]``; ``top_n <= 0`` raises ``ValueError``.
+* A document that is the empty string has no tokens: it is not sent to the engine, scores
+  ``-inf`` and ranks last (the MaxSim convention for zero-token documents).
+* Results are best first; equal scores keep the input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from .encoder import Encoder
+from .maxsim import maxsim
+
+__all__ = ["Explanation", "MaxSimReranker", "RerankResult", "TokenMatch"]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class RerankResult(NamedTuple):
+    """One ranked document: its position in the input and its MaxSim score."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index, by design of the API
+    score: float
+
+
+class TokenMatch(NamedTuple):
+    """The best document token for one query token (one row of an explanation)."""
+
+    query_token: str
+    query_position: int
+    document_token: str
+    document_position: int
+    similarity: float
+
+
+class Explanation(NamedTuple):
+    """Why a document scored what it did: the data for a MaxSim heatmap.
+
+    ``similarities`` is ``[Q, T]`` float32 (query tokens × document tokens, cosine);
+    ``matches[i]`` is the row-wise argmax of row ``i``; ``score`` is the reranker's score
+    (``Σ matches.similarity``, divided by ``Q`` when the reranker normalises).
+    """
+
+    score: float
+    matches: list[TokenMatch]
+    query_tokens: list[str]
+    document_tokens: list[str]
+    similarities: FloatArray
+
+
+def _content_key(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _check_query(query: Any) -> str:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty")
+    return query
+
+
+def _check_documents(documents: Any) -> list[str]:
+    if isinstance(documents, (str, bytes)):
+        raise TypeError("documents must be a list of strings, not a single string")
+    if not isinstance(documents, Sequence):
+        raise TypeError(f"documents must be a sequence of strings, got {type(documents).__name__}")
+    docs = list(documents)
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, str):
+            raise TypeError(f"documents[{i}] must be a str, got {type(doc).__name__}")
+    return docs
+
+
+class MaxSimReranker(BaseModel):
+    """Rerank texts by MaxSim over the shared encoder's token vectors.
+
+    Example::
+
+        reranker = MaxSimReranker(encoder=Encoder(), top_n=3)
+        for index, score in reranker.rerank("what is late interaction?", texts):
+            ...
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    encoder: Encoder = Field(description="The shared encoder (one vLLM engine per process).")
+    top_n: int | None = Field(
+        default=None, gt=0, description="Results to return, best first; None returns all."
+    )
+    normalize: bool = Field(
+        default=False, description="Divide scores by the query length (mean instead of sum)."
+    )
+    cache_size: int = Field(
+        default=0,
+        ge=0,
+        description="LRU cache of document token vectors keyed by content hash; 0 = off.",
+    )
+
+    _cache: OrderedDict[str, FloatArray] = PrivateAttr(default_factory=OrderedDict)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    # -- cache ------------------------------------------------------------------------------
+
+    def _cache_get(self, key: str) -> FloatArray | None:
+        if self.cache_size == 0:
+            return None
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+            return hit
+
+    def _cache_put(self, key: str, tokens: FloatArray) -> None:
+        if self.cache_size == 0:
+            return
+        with self._lock:
+            self._cache[key] = tokens
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Forget every cached document."""
+        with self._lock:
+            self._cache.clear()
+
+    @property
+    def cache_info(self) -> dict[str, int]:
+        """``{"size": entries held, "capacity": cache_size}``."""
+        with self._lock:
+            return {"size": len(self._cache), "capacity": self.cache_size}
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _resolve_top_n(self, top_n: int | None) -> int | None:
+        n = self.top_n if top_n is None else top_n
+        if n is None:
+            return None
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"top_n must be an int or None, got {type(n).__name__}")
+        if n <= 0:
+            raise ValueError(f"top_n must be positive, got {n}")
+        return n
+
+    def _known(
+        self, docs: list[str], document_tokens: Sequence[Any] | None
+    ) -> tuple[list[FloatArray | None], list[str]]:
+        """Token vectors already known per document, and the distinct texts to encode."""
+        if document_tokens is not None:
+            if isinstance(document_tokens, np.ndarray) or not isinstance(document_tokens, Sequence):
+                raise TypeError("document_tokens must be a sequence of [T_i, d] arrays or None")
+            if len(document_tokens) != len(docs):
+                raise ValueError(
+                    f"document_tokens has {len(document_tokens)} entries for {len(docs)} documents"
+                )
+        known: list[FloatArray | None] = []
+        missing: dict[str, None] = {}
+        for i, text in enumerate(docs):
+            given = None if document_tokens is None else document_tokens[i]
+            if given is not None:
+                known.append(given)
+                continue
+            if text == "":
+                known.append(None)  # zero tokens; scored -inf below
+                continue
+            hit = self._cache_get(_content_key(text))
+            known.append(hit)
+            if hit is None:
+                missing[text] = None
+        return known, list(missing)
+
+    def _score(
+        self,
+        query_tokens: FloatArray,
+        docs: list[str],
+        known: list[FloatArray | None],
+        encoded: dict[str, FloatArray],
+        top_n: int | None,
+    ) -> list[RerankResult]:
+        dim = int(query_tokens.shape[1])
+        rows: list[Any] = []
+        for text, tokens in zip(docs, known, strict=True):
+            if tokens is None:
+                tokens = encoded.get(text) if text else None
+            if tokens is None:
+                tokens = np.zeros((0, dim), dtype=np.float32)
+            rows.append(tokens)
+        scores = maxsim(query_tokens, rows, normalize=self.normalize)
+        order = np.argsort(-scores.astype(np.float64), kind="stable")
+        if top_n is not None:
+            order = order[:top_n]
+        return [RerankResult(int(i), float(scores[i])) for i in order]
+
+    def _remember(self, texts: list[str], tokens: list[FloatArray]) -> dict[str, FloatArray]:
+        out = dict(zip(texts, tokens, strict=True))
+        for text, tok in out.items():
+            self._cache_put(_content_key(text), tok)
+        return out
+
+    # -- public API -------------------------------------------------------------------------
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        document_tokens: Sequence[FloatArray | None] | None = None,
+    ) -> list[RerankResult]:
+        """Rank ``documents`` for ``query`` by MaxSim, best first.
+
+        Args:
+            query: the query text (non-empty).
+            documents: texts to rank; ``[]`` gives ``[]``.
+            top_n: results to keep (default: the reranker's ``top_n``; None keeps all).
+            document_tokens: optional known token vectors ``[T_i, d]`` per document (e.g. from
+                a store); ``None`` entries are encoded. Only documents with neither known
+                tokens nor a cache hit are encoded, in one batched call.
+
+        Returns:
+            ``RerankResult(index, score)`` per kept document, best first (ties: input order).
+        """
+        query = _check_query(query)
+        docs = _check_documents(documents)
+        n = self._resolve_top_n(top_n)
+        if not docs:
+            return []
+        known, missing = self._known(docs, document_tokens)
+        query_tokens = self.encoder.embed_query_tokens(query)
+        fresh = self.encoder.embed_documents_tokens(missing) if missing else []
+        encoded = self._remember(missing, fresh)
+        return self._score(query_tokens, docs, known, encoded, n)
+
+    async def arerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        document_tokens: Sequence[FloatArray | None] | None = None,
+    ) -> list[RerankResult]:
+        """Async :meth:`rerank`: query and documents are encoded concurrently."""
+        query = _check_query(query)
+        docs = _check_documents(documents)
+        n = self._resolve_top_n(top_n)
+        if not docs:
+            return []
+        known, missing = self._known(docs, document_tokens)
+        if missing:
+            query_tokens, doc_tokens = await asyncio.gather(
+                self.encoder.aembed_query_tokens(query),
+                self.encoder.aembed_documents_tokens(missing),
+            )
+        else:
+            query_tokens, doc_tokens = await self.encoder.aembed_query_tokens(query), []
+        encoded = self._remember(missing, doc_tokens)
+        return await asyncio.to_thread(self._score, query_tokens, docs, known, encoded, n)
+
+    def explain(self, query: str, document: str) -> Explanation:
+        """Per query token: its text, the best document token, its position, the similarity.
+
+        Positions index the encoder's token rows (special tokens included where the model
+        keeps them). ``similarities`` is the full ``[Q, T]`` matrix for a heatmap.
+        """
+        query = _check_query(query)
+        if not isinstance(document, str):
+            raise TypeError(f"document must be a str, got {type(document).__name__}")
+        if not document:
+            raise ValueError("document is empty: there is nothing to align with")
+        q = self.encoder.encode([query], is_query=True)[0]
+        d = self.encoder.encode([document])[0]
+        q_tokens = self.encoder.token_texts(q.token_ids)
+        d_tokens = self.encoder.token_texts(d.token_ids)
+        sims = (
+            np.ascontiguousarray(q.tokens, dtype=np.float32)
+            @ np.ascontiguousarray(d.tokens, dtype=np.float32).T
+        )
+        best = sims.argmax(axis=1)
+        matches = [
+            TokenMatch(
+                query_token=q_tokens[i],
+                query_position=i,
+                document_token=d_tokens[int(j)],
+                document_position=int(j),
+                similarity=float(sims[i, j]),
+            )
+            for i, j in enumerate(best)
+        ]
+        score = float(maxsim(q.tokens, [d.tokens], normalize=self.normalize)[0])
+        return Explanation(score, matches, q_tokens, d_tokens, sims.astype(np.float32))
+
+    def score_with_vllm(self, query: str, documents: Sequence[str]) -> list[float]:
+        """vLLM's own in-engine late-interaction scores (``LLM.score``), one per document.
+
+        Runs on the engine thread. vLLM tokenises the texts itself (the encoder's prefixes
+        are prepended; its text scoring takes no token ids) and the ``token_embed`` pooler is
+        asked to L2-normalise its rows (``use_activation=True``: the shared engine runs
+        without activation, and ``LLM.score`` would otherwise sum raw hidden-state dot
+        products). For models whose token rows are the normalised hidden states of every
+        token (plain BERT-like models such as the packaged all-MiniLM-L6-v2) the scores equal
+        :meth:`rerank`'s (a sum, never divided by the query length). ColBERT models, whose
+        query markers, ``[MASK]`` expansion and row filters vLLM does not apply, can differ.
+
+        Raises:
+            NotImplementedError: the encoder's engine is remote (no in-process ``LLM``).
+        """
+        query = _check_query(query)
+        docs = _check_documents(documents)
+        if not docs:
+            return []
+        for i, doc in enumerate(docs):
+            if not doc:
+                raise ValueError(f"documents[{i}] is empty")
+        engine = self.encoder.engine
+        call = getattr(engine, "call", None)
+        if call is None:
+            raise NotImplementedError("score_with_vllm needs an in-process vLLM engine")
+        prof = self.encoder.profile
+        q_text = prof.query_prefix + query
+        d_texts = [prof.document_prefix + d for d in docs]
+
+        def run(llm: Any) -> list[float]:
+            from vllm import PoolingParams
+
+            outputs = llm.score(
+                q_text,
+                d_texts,
+                use_tqdm=False,
+                pooling_params=PoolingParams(use_activation=True),
+            )
+            return [float(out.outputs.score) for out in outputs]
+
+        result: list[float] = call(run).result()
+        return result
