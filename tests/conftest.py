@@ -12,7 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest
 
-from vllm_retrieval import Encoder
+from vllm_retrieval import Encoder, shutdown_engines
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = Path(os.environ.get("SCIFACT_DIR", REPO.parent / "shared" / "data" / "scifact"))
@@ -23,6 +23,7 @@ def encoder() -> Iterator[Encoder]:
     """The packaged model on the in-process vLLM CPU engine, shared by the whole session."""
     enc = Encoder().start()
     yield enc
+    shutdown_engines()  # stop engine processes while pytest's streams are still open
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vllm_retrieval import Encoder
+from vllm_retrieval.core.profiles import default_model_path
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -21,10 +23,10 @@ DOC_LEN = 64
 
 
 @pytest.fixture(scope="module")
-def colbert_dir(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Path:
+def colbert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BERT (hidden 64, 2 heads) + ColBERT projection, saved like HF_ColBERT."""
     out = tmp_path_factory.mktemp("tiny-colbert")
-    packaged = Path(encoder.model_path)
+    packaged = Path(default_model_path())
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(packaged / name, out / name)
     vocab_size = sum(1 for _ in (packaged / "vocab.txt").open(encoding="utf-8"))
@@ -64,8 +66,10 @@ def colbert_dir(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> P
 
 
 @pytest.fixture(scope="module")
-def colbert(colbert_dir: Path) -> Encoder:
-    return Encoder(model=str(colbert_dir)).start()
+def colbert(colbert_dir: Path) -> Iterator[Encoder]:
+    enc = Encoder(model=str(colbert_dir)).start()
+    yield enc
+    enc.close()  # free the tiny model's engine for the rest of the session
 
 
 def _reference(model_dir: Path, ids: list[int]) -> np.ndarray:

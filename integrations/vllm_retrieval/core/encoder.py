@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .engine import EngineBackend, EngineSettings, get_engine
+from .engine import EngineBackend, EngineSettings, get_engine, release_engine
 from .errors import require
 from .profiles import ModelProfile, Pooling, load_profile, resolve_model_path
 
@@ -141,9 +141,8 @@ class Encoder(BaseModel):
 
     @property
     def engine_settings(self) -> EngineSettings:
-        return EngineSettings.create(
-            self._model_path, dtype=self.dtype, engine_kwargs=self.engine_kwargs
-        )
+        kwargs = {**dict(self.profile.engine_overrides), **self.engine_kwargs}
+        return EngineSettings.create(self._model_path, dtype=self.dtype, engine_kwargs=kwargs)
 
     @property
     def engine(self) -> EngineBackend:
@@ -159,6 +158,13 @@ class Encoder(BaseModel):
             engine.wait_ready()
             self._engine = engine
         return self._engine
+
+    def close(self) -> None:
+        """Stop this encoder's in-process engine (shared: every Encoder using it is affected;
+        they restart it on their next call)."""
+        if self.base_url is None:
+            release_engine(self.engine_settings)
+        self._engine = None
 
     def start(self) -> Encoder:
         """Start (or join) the shared engine now rather than on the first call."""
@@ -187,15 +193,15 @@ class Encoder(BaseModel):
 
     def _finish(self, ids: list[int], rows: FloatArray, *, is_query: bool) -> EncodedText:
         prof = self.profile
-        if prof.engine_drops_first_row:
-            ids = ids[1:]
         if rows.shape[0] != len(ids):
             raise RuntimeError(f"engine returned {rows.shape[0]} rows for {len(ids)} tokens")
         dense = prof.pool(rows)
+        if prof.drop_first_token_row and len(ids) > 1:
+            rows, ids = rows[1:], ids[1:]
         keep = prof.keep_mask(ids, is_query=is_query)
         if keep is not None and keep.any():
             rows, ids = rows[keep], [i for i, k in zip(ids, keep, strict=True) if k]
-        return EncodedText(dense, prof.normalize_rows(rows), ids)
+        return EncodedText(dense, prof.token_rows(rows), ids)
 
     # -- the one encode path ----------------------------------------------------------------
 

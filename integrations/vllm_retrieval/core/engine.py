@@ -13,6 +13,7 @@ gives both the dense vector and the token vectors.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -27,7 +28,14 @@ import numpy.typing as npt
 
 from .errors import EngineError, require
 
-__all__ = ["EngineBackend", "EngineSettings", "SharedEngine", "get_engine", "shutdown_engines"]
+__all__ = [
+    "EngineBackend",
+    "EngineSettings",
+    "SharedEngine",
+    "get_engine",
+    "release_engine",
+    "shutdown_engines",
+]
 
 RowsArray = npt.NDArray[np.float32]
 
@@ -269,16 +277,29 @@ class SharedEngine:
 
 _ENGINES: dict[EngineSettings, SharedEngine] = {}
 _ENGINES_LOCK = threading.Lock()
+_ATEXIT_REGISTERED = False
 
 
 def get_engine(settings: EngineSettings) -> SharedEngine:
     """The process-wide engine for ``settings``, started on first use."""
+    global _ATEXIT_REGISTERED
     with _ENGINES_LOCK:
+        if not _ATEXIT_REGISTERED:
+            atexit.register(shutdown_engines)
+            _ATEXIT_REGISTERED = True
         engine = _ENGINES.get(settings)
         if engine is None or not engine._thread.is_alive():
             engine = SharedEngine(settings)
             _ENGINES[settings] = engine
         return engine
+
+
+def release_engine(settings: EngineSettings) -> None:
+    """Stop the engine for ``settings`` (if any); Encoders using it start a new one on demand."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.pop(settings, None)
+    if engine is not None:
+        engine.close()
 
 
 def shutdown_engines() -> None:

@@ -90,8 +90,13 @@ class ModelProfile:
     document_length: int | None = None
     mask_token_id: int | None = None
     skip_ids: frozenset[int] = field(default_factory=frozenset)
-    # Rows of the engine output that carry no token of their own (BGE-M3 drops CLS in-engine).
-    engine_drops_first_row: bool = False
+    # BGE-M3: the ColBERT head applied in the core to the raw hidden states of every token
+    # but the first (CLS gives the dense vector), exactly as FlagEmbedding does.
+    projection_weight: FloatArray | None = field(default=None, compare=False, repr=False)
+    projection_bias: FloatArray | None = field(default=None, compare=False, repr=False)
+    drop_first_token_row: bool = False
+    # Overrides for vllm.LLM (e.g. serve BGE-M3 as a plain XLM-R encoder: raw hidden states).
+    engine_overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_colbert(self) -> bool:
@@ -161,11 +166,32 @@ class ModelProfile:
         out: FloatArray = vec.astype(np.float32)
         return out
 
+    def token_rows(self, rows: FloatArray) -> FloatArray:
+        """Token vectors from raw rows (after any row selection): projection, then L2."""
+        if self.projection_weight is not None:
+            rows = rows @ self.projection_weight.T
+            if self.projection_bias is not None:
+                rows = rows + self.projection_bias
+        return self.normalize_rows(rows)
+
     @staticmethod
     def normalize_rows(rows: FloatArray) -> FloatArray:
         norms = np.linalg.norm(rows, axis=1, keepdims=True)
         out: FloatArray = (rows / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
         return out
+
+
+def _load_linear(path: Path) -> tuple[FloatArray, FloatArray | None]:
+    """A torch ``nn.Linear`` state dict, loaded without unpickling code (weights_only)."""
+    if not path.is_file():
+        raise ValueError(f"BGE-M3 model folder lacks {path.name}: cannot build ColBERT vectors")
+    from .errors import require
+
+    torch = require("torch", "cpu")
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    weight = np.asarray(state["weight"].float().numpy(), dtype=np.float32)
+    bias = state.get("bias")
+    return weight, None if bias is None else np.asarray(bias.float().numpy(), dtype=np.float32)
 
 
 def _st_pooling(model_dir: Path) -> Pooling:
@@ -244,13 +270,20 @@ def load_profile(
             skip_ids=skip,
         )
     if "BgeM3EmbeddingModel" in archs:
+        # vLLM's BgeM3EmbeddingModel token_embed output drops the CLS row that the dense vector
+        # needs; run the backbone as XLMRobertaModel (raw hidden states of every token) and
+        # apply colbert_linear here: dense and token vectors from one forward pass.
+        weight, bias = _load_linear(model_dir / "colbert_linear.pt")
         return ModelProfile(
             kind="bge-m3",
             pooling=pooling or "cls",
             max_length=limit,
             query_prefix=query_prefix or "",
             document_prefix=document_prefix or "",
-            engine_drops_first_row=True,
+            projection_weight=weight,
+            projection_bias=bias,
+            drop_first_token_row=True,
+            engine_overrides=(("hf_overrides", {"architectures": ["XLMRobertaModel"]}),),
         )
     st_pooling = _st_pooling(model_dir)
     return ModelProfile(

@@ -687,7 +687,7 @@ def settings_for(encoder: Encoder, **options: Any) -> RemoteSettings:
         model_name=encoder.model,
         api_key=encoder.api_key,
         timeout=encoder.timeout,
-        drops_first_row=encoder.profile.engine_drops_first_row,
+        drops_first_row=False,  # rows are selected in the core (profile.drop_first_token_row)
         **options,
     )
 
