@@ -406,3 +406,38 @@ def test_missing_extra_names_it() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- embedding configuration (no engine is started) -----------------------------------------
+
+
+def test_embedding_configuration_and_round_trip() -> None:
+    from vllm_retrieval import DEFAULT_MODEL
+    from vllm_retrieval.llama_index import VLLMEmbedding
+
+    emb = VLLMEmbedding(query_instruction="q: ", max_length=128, embed_batch_size=16, api_key="k")
+    assert emb.model_name == DEFAULT_MODEL
+    assert emb.class_name() == "VLLMEmbedding"
+    enc = emb.encoder
+    assert (enc.query_prefix, enc.document_prefix, enc.max_length, enc.batch_size) == (
+        "q: ",
+        None,
+        128,
+        16,
+    )
+    data = emb.to_dict()
+    assert data["class_name"] == "VLLMEmbedding"
+    assert "api_key" not in data  # secrets stay out of serialised configs
+    again = VLLMEmbedding.from_dict(data)
+    assert again.encoder.model_path == enc.model_path
+    skip = {"model", "api_key"}
+    assert again.encoder.model_dump(exclude=skip) == enc.model_dump(exclude=skip)
+    # An encoder passed in is used as it is, and its settings show in the fields.
+    same = VLLMEmbedding(encoder=enc)
+    assert same.encoder is enc and same.query_instruction == "q: " and same.max_length == 128
+    with pytest.raises(ValueError, match="disagree"):
+        VLLMEmbedding(model_name="a", model="b")
+    with pytest.raises(TypeError):
+        VLLMEmbedding(encoder="not an encoder")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        VLLMEmbedding(embed_batch_size=0)

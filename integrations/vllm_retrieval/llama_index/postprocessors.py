@@ -26,7 +26,10 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
 
     The scores and the order are exactly those of the core
     :class:`~vllm_retrieval.core.reranker.MaxSimReranker` over the nodes' text (by default
-    without metadata, as the multi-vector store indexes it; see ``metadata_mode``). The
+    without metadata, as the multi-vector store indexes it; see ``metadata_mode``).
+    ``normalize`` divides scores by the query length; ``cache_size`` keeps the token vectors
+    of that many recently seen texts (an LRU keyed by content), so nodes reranked again are not
+    encoded again. Pass ``reranker=`` to share a configured core reranker instead. The
     incoming nodes are never modified: the result holds new ``NodeWithScore`` objects around
     copies of the nodes. With ``keep_retrieval_score`` the copy's
     ``metadata["retrieval_score"]`` holds the score the node came in with.
@@ -61,19 +64,25 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         reranker: MaxSimReranker | None = None,
         keep_retrieval_score: bool = False,
         metadata_mode: MetadataMode = MetadataMode.NONE,
+        normalize: bool = False,
+        cache_size: int = 0,
         model: str | None = None,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(top_n, bool):
             raise TypeError("top_n must be an int or None")
-        if reranker is not None and encoder is not None:
-            raise ValueError("pass either reranker= or encoder=, not both")
+        if reranker is not None and (encoder is not None or normalize or cache_size):
+            raise ValueError("pass either reranker= or encoder=/normalize=/cache_size=, not both")
         if reranker is None:
             from ..core.encoder import Encoder
             from ..core.reranker import MaxSimReranker
 
-            reranker = MaxSimReranker(encoder=encoder if encoder is not None else Encoder())
+            reranker = MaxSimReranker(
+                encoder=encoder if encoder is not None else Encoder(),
+                normalize=normalize,
+                cache_size=cache_size,
+            )
         if model is None:
             enc = getattr(reranker, "encoder", None)
             model = str(getattr(enc, "model", None) or getattr(enc, "model_path", "") or "")
