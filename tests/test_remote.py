@@ -26,7 +26,12 @@ import pytest
 from vllm_retrieval import Encoder
 from vllm_retrieval.core.encoder import EncodedText
 from vllm_retrieval.core.profiles import default_model_path
-from vllm_retrieval.core.remote import RemoteEngine, get_remote_engine, remote_score
+from vllm_retrieval.core.remote import (
+    RemoteEngine,
+    get_remote_engine,
+    remote_score,
+    shutdown_remote_engines,
+)
 
 MODEL = default_model_path()
 COS = 0.9999
@@ -85,6 +90,7 @@ def server_url() -> Iterator[str]:
             time.sleep(1.0)
         yield url
     finally:
+        shutdown_remote_engines()
         _kill(proc)
         logdir.cleanup()
 

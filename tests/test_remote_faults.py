@@ -28,7 +28,7 @@ import pytest
 from vllm_retrieval import Encoder
 from vllm_retrieval.core.errors import EngineError, RemoteEngineError
 from vllm_retrieval.core.profiles import default_model_path
-from vllm_retrieval.core.remote import get_remote_engine
+from vllm_retrieval.core.remote import get_remote_engine, shutdown_remote_engines
 
 MODEL = default_model_path()
 DIM = 8
@@ -181,6 +181,12 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Handler
+
+
+@pytest.fixture(autouse=True)
+def _close_remote_engines() -> Iterator[None]:
+    yield
+    shutdown_remote_engines()  # their background loops and HTTP clients
 
 
 @pytest.fixture(scope="module")
