@@ -1,0 +1,276 @@
+"""The ``vllm-retrieval`` command line, driven as a user would: real subprocesses, real engine.
+
+Each engine start costs tens of seconds on small CPUs, so the engine-using commands run in two
+processes: ``index`` on part of a corpus, then one ``steps`` process (a hidden subcommand that
+runs several command lines in one process) doing the resumed ``index``, three ``search`` calls
+and two ``eval`` calls. The error cases fail before any engine starts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vllm_retrieval.cli import STEP_MARK, chunk_text, main, parse_filters
+from vllm_retrieval.eval import (
+    BeirData,
+    evaluate_run,
+    load_beir,
+    load_qrels,
+    sentence_transformers_dense_run,
+)
+
+SAMPLE = (
+    Path(__file__).resolve().parents[1] / "integrations/vllm_retrieval/data/sample_corpus.jsonl"
+)
+
+EXTRA_DOCS = [
+    ("glacier", "Glaciers carve U-shaped valleys as moving ice scrapes rock.", "geology", 2019),
+    ("tides", "Ocean tides follow the moon's gravity, with two highs a day.", "physics", 2016),
+    ("honey", "Bees make honey by evaporating flower nectar inside wax combs.", "biology", 2015),
+    ("chess", "In chess the bishop moves diagonally across any number of squares.", "games", 2012),
+    (
+        "sushi",
+        "Sushi rice is seasoned with vinegar, sugar and salt before shaping.",
+        "cooking",
+        2018,
+    ),
+    (
+        "rust",
+        "Iron rusts when oxygen and water oxidise it into hydrated iron oxide.",
+        "chemistry",
+        2014,
+    ),
+]
+QUERIES = {
+    "q1": ("Which enzyme edits genes?", {"crispr": 1}),
+    "q2": ("how do you make bread rise", {"bread": 1}),
+    "q3": ("late interaction scoring of query tokens", {"colbert": 1, "colbertv2": 1}),
+    "q4": ("why does iron turn orange in the rain", {"rust": 1}),
+    "q5": ("what moves the sea level twice a day", {"tides": 1}),
+}
+CHUNKING = ("--chunk-size", "120", "--chunk-overlap", "0")
+NOTES = {
+    "guide.md": "# Indexing notes\n\nThe store keeps one dense vector and one matrix of token "
+    "vectors per chunk.\n\nMaxSim sums the best cosine per query token.",
+    "sub/readme.txt": "Plain text files are split into chunks by paragraphs and sentences.",
+}
+
+
+def _corpus_rows() -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+    rows += [{"id": i, "text": t, "topic": tp, "year": y} for i, t, tp, y in EXTRA_DOCS]
+    return rows
+
+
+def _write_beir(folder: Path, data: BeirData, split: str) -> None:
+    (folder / "qrels").mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w") as fh:
+        for doc_id, (title, text) in data.corpus.items():
+            fh.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as fh:
+        for qid, text in data.queries.items():
+            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with (folder / "qrels" / f"{split}.tsv").open("w") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, rels in data.qrels.items():
+            for did, rel in rels.items():
+                fh.write(f"{qid}\t{did}\t{rel}\n")
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).parent / "vllm-retrieval"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "vllm_retrieval.cli"]
+
+
+def _run(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_cli(), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("cli")
+    rows = _corpus_rows()
+    assert len(rows) == 30
+    # the first 20 documents as a plain JSONL, the full corpus as BEIR
+    with (root / "part.jsonl").open("w") as fh:
+        for row in rows[:20]:
+            fh.write(json.dumps(row) + "\n")
+    beir = root / "tiny"
+    (beir / "qrels").mkdir(parents=True)
+    with (beir / "corpus.jsonl").open("w") as fh:
+        for row in rows:
+            extra = {"topic": row["topic"], "year": row["year"]}
+            fh.write(json.dumps({"_id": row["id"], "title": "", "text": row["text"], **extra}))
+            fh.write("\n")
+    with (beir / "queries.jsonl").open("w") as fh:
+        for qid, (text, _) in QUERIES.items():
+            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with (beir / "qrels" / "test.tsv").open("w") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, (_, rels) in QUERIES.items():
+            for did, rel in rels.items():
+                fh.write(f"{qid}\t{did}\t{rel}\n")
+    notes = root / "notes"
+    for name, text in NOTES.items():
+        (notes / name).parent.mkdir(parents=True, exist_ok=True)
+        (notes / name).write_text(text)
+    # a SciFact subset (30 training claims, their abstracts + 150 others) for the parity check
+    sub = load_beir(scifact_dir, "train").subset(30, 150)
+    _write_beir(root / "scifact_sub", sub, "train")
+    index = root / "index"
+
+    first = _run("index", "--index", str(index), str(root / "part.jsonl"), str(notes), *CHUNKING)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    steps = [
+        f"index --index {index} {beir / 'corpus.jsonl'}",
+        f"search --index {index} 'Which enzyme edits genes?' -k 3",
+        f"search --index {index} 'how do you make bread rise' -k 5 --mode dense --json "
+        "--filter topic=cooking --filter 'year>=2000'",
+        f"search --index {index} 'late interaction scoring of query tokens' -k 2 --explain",
+        f"eval --beir {beir} --index {index} --split test --json",
+        f"eval --beir {root / 'scifact_sub'} --index {root / 'sub_index'} --split train "
+        "--modes dense hybrid --json --no-progress",
+    ]
+    second = _run("steps", *steps)
+    assert second.returncode == 0, second.stderr[-3000:]
+    parts = second.stdout.split(STEP_MARK)[1:]
+    assert len(parts) == len(steps), second.stdout
+    outputs = [p.split("\n", 1)[1] for p in parts]
+    n_chunks = sum(len(chunk_text(t, 120, 0)) for t in NOTES.values())
+    return {
+        "first": first,
+        "outputs": outputs,
+        "subset": sub,
+        "chunks": n_chunks,
+        "total": len(rows) + n_chunks,
+    }
+
+
+def test_index_reports_new_documents_with_progress(workspace: dict[str, Any]) -> None:
+    first = workspace["first"]
+    # 20 JSONL rows + the chunks of the notes folder
+    assert workspace["chunks"] >= 3
+    assert f"indexed {20 + workspace['chunks']} new documents" in first.stdout, first.stdout
+    assert "Indexing" in first.stderr  # the tqdm progress bar
+
+
+def test_index_is_resumable(workspace: dict[str, Any]) -> None:
+    out = workspace["outputs"][0]
+    assert "indexed 10 new documents" in out, out
+    assert f"skipped 20 already stored; {workspace['total']} in" in out, out
+
+
+def test_search_table(workspace: dict[str, Any]) -> None:
+    out = workspace["outputs"][1]
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("hybrid search, 3 results"), out
+    assert lines[1].split() == ["#", "score", "id", "text"]
+    assert lines[2].split()[2] == "crispr", out
+
+
+def test_search_json_with_filters(workspace: dict[str, Any]) -> None:
+    payload = json.loads(workspace["outputs"][2])
+    results = payload["results"]
+    assert payload["mode"] == "dense"
+    assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
+    assert results[0]["id"] == "bread"
+    assert {r["metadata"]["topic"] for r in results} == {"cooking"}
+    assert len(results) == 3  # bread, pasta, sushi (coffee's year is 1901)
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_explain(workspace: dict[str, Any]) -> None:
+    out = workspace["outputs"][3]
+    assert "Why 'colbert" in out, out
+    assert "best document token" in out
+    # one alignment row per query token, each naming a document token and a cosine
+    rows = out.split("best document token", 1)[1].strip().splitlines()[1:]
+    assert len(rows) >= 5
+    assert all(-1.0 <= float(r.split()[-1]) <= 1.0001 for r in rows)
+
+
+def test_eval_tiny_corpus(workspace: dict[str, Any]) -> None:
+    report = json.loads(workspace["outputs"][4])
+    assert report["queries"] == 5
+    assert report["documents"] == workspace["total"]  # the corpus and the note chunks
+    assert report["documents_encoded"] == 0 and report["documents_reused"] == 30
+    modes = {r["mode"]: r for r in report["results"]}
+    assert set(modes) == {"dense", "maxsim", "hybrid", "fusion"}
+    for r in modes.values():
+        assert 50.0 <= r["nDCG@10"] <= 100.0
+        assert r["recall@100"] == 100.0
+        assert r["latency_ms"] > 0
+
+
+def test_eval_dense_matches_sentence_transformers(workspace: dict[str, Any]) -> None:
+    report = json.loads(workspace["outputs"][5])
+    modes = {r["mode"]: r for r in report["results"]}
+    assert report["queries"] == 30 and report["documents_encoded"] == report["documents"]
+    sub: BeirData = workspace["subset"]
+    reference = 100 * evaluate_run(sub.qrels, sentence_transformers_dense_run(sub))["nDCG@10"]
+    assert abs(modes["dense"]["nDCG@10"] - reference) <= 0.5, (modes["dense"], reference)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "no id and no text"}\n')
+    for args in (
+        ("index", "--index", str(tmp_path / "i"), str(tmp_path / "missing.jsonl")),
+        ("index", "--index", str(tmp_path / "i"), str(bad)),
+        ("search", "--index", str(tmp_path / "nothing"), "a query"),
+    ):
+        res = _run(*args, timeout=600)
+        assert res.returncode != 0
+        assert "Traceback" not in res.stderr
+        errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and errors[0].startswith("vllm-retrieval: error: "), res.stderr
+    assert not (tmp_path / "i").exists()  # nothing was created
+
+
+def test_help_is_complete(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in ("index", "search", "eval"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        text = capsys.readouterr().out
+        for option in ("--model", "--query-prefix", "--max-length", "--base-url", "--dtype"):
+            assert option in text, (cmd, option)
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "encode" in capsys.readouterr().out
+
+
+def test_bench_unknown_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "nope"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_chunking_and_filters(tmp_path: Path) -> None:
+    text = "\n\n".join(f"Paragraph {i}. " + "A sentence here. " * 12 for i in range(5))
+    chunks = chunk_text(text, 300, 50)
+    assert all(len(c) <= 300 for c in chunks) and len(chunks) >= 5
+    assert "".join(chunks).count("Paragraph") >= 5
+    assert chunk_text("short text") == ["short text"]
+    with pytest.raises(ValueError):
+        chunk_text("x", 10, 10)
+    assert parse_filters(["year>=2010", "topic=nlp", "ok=true"]) == {
+        "$and": [{"year": {"$gte": 2010}}, {"topic": "nlp"}, {"ok": True}]
+    }
+    assert parse_filters(['{"topic": {"$in": ["a", "b"]}}']) == {"topic": {"$in": ["a", "b"]}}
+    trec = tmp_path / "q.trec"
+    trec.write_text("1 0 d1 1\n1 0 d2 0\n2 0 d3 2\n")
+    assert load_qrels(trec) == {"1": {"d1": 1, "d2": 0}, "2": {"d3": 2}}
