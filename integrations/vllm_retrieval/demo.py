@@ -1,16 +1,35 @@
 """`make demo`: the main job on the embedded default, end to end.
 
-Encodes the bundled sample corpus with the packaged all-MiniLM-L6-v2 on one vLLM engine
-(dense + token vectors from one forward pass), prints the shapes, and ranks the corpus for a
-few queries by dense cosine and by MaxSim late interaction.
+1. Encodes the bundled sample corpus with the packaged all-MiniLM-L6-v2 on one vLLM engine
+   (dense + token vectors from one forward pass), prints the shapes, and ranks the corpus for
+   a few queries by dense cosine and by MaxSim late interaction.
+2. Indexes the corpus into an embedded ``MultiVectorStore`` (Qdrant Edge, in a temporary
+   folder) and answers questions through a LangChain chain (multi-vector retriever → MaxSim
+   reranker → prompt → fake chat model) and a LlamaIndex query engine (retriever with a
+   metadata filter → MaxSim rerank node → mock LLM), printing the ranked sources.
+
+Everything runs on ONE engine: the store, the rerankers and both frameworks share the encoder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vllm_retrieval import Encoder
+    from vllm_retrieval.core.store import MultiVectorStore
+
+RAG_QUESTIONS = [
+    "How does ColBERT score documents?",
+    "What makes bread rise?",
+]
+LLAMA_QUESTION = "Which tools find nearest neighbours quickly?"
+LLAMA_FILTER = ("topic", "retrieval")
 
 QUERIES = [
     "How does late interaction score a document?",
@@ -55,6 +74,107 @@ def main() -> None:
             left = f"{corpus[a]['id']:<14} {float(dense[a] @ q_dense[0]):.3f}"
             right = f"{corpus[b]['id']:<14} {float(scores[b]):.3f}"
             print(f"  {left} | {right}")
+
+    with tempfile.TemporaryDirectory(prefix="vllm-retrieval-demo-") as tmp:
+        store = index_sample_corpus(enc, corpus, Path(tmp) / "index")
+        try:
+            langchain_demo(store, enc)
+            llama_index_demo(store, enc)
+        finally:
+            store.close()
+
+
+def index_sample_corpus(enc: Encoder, corpus: list[dict[str, Any]], path: Path) -> MultiVectorStore:
+    """The sample corpus in an embedded store (ids and topic/year metadata kept)."""
+    from vllm_retrieval.core.store import MultiVectorStore
+
+    store = MultiVectorStore(path, encoder=enc)
+    store.add_texts(
+        [row["text"] for row in corpus],
+        [{k: v for k, v in row.items() if k not in ("id", "text")} for row in corpus],
+        [row["id"] for row in corpus],
+    )
+    print(f"\nindexed {len(store)} documents into {store!r}")
+    return store
+
+
+def langchain_demo(store: MultiVectorStore, enc: Encoder) -> None:
+    """A LangChain RAG chain: retriever → MaxSim reranker → prompt → fake chat model."""
+    from operator import itemgetter
+
+    from langchain_core.documents import Document
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnableLambda, RunnablePassthrough
+
+    from vllm_retrieval.langchain import VLLMMaxSimReranker, VLLMMultiVectorRetriever
+
+    retriever = VLLMMultiVectorRetriever(store=store, k=6, mode="dense")
+    reranker = VLLMMaxSimReranker(encoder=enc, top_n=3)
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "Answer from the context.\n\n{context}"), ("human", "{question}")]
+    )
+    llm = FakeListChatModel(responses=["(a fake LLM's answer, grounded in the sources above)"])
+
+    def rerank(inputs: dict[str, Any]) -> list[Document]:
+        return list(reranker.compress_documents(inputs["docs"], inputs["question"]))
+
+    def context(docs: list[Document]) -> str:
+        return "\n".join(f"[{d.id}] {d.page_content}" for d in docs)
+
+    answer = (
+        {
+            "context": itemgetter("docs") | RunnableLambda(context),
+            "question": itemgetter("question"),
+        }
+        | prompt
+        | llm
+        | StrOutputParser()
+    )
+    chain = (
+        {"docs": retriever, "question": RunnablePassthrough()}
+        | RunnablePassthrough.assign(docs=RunnableLambda(rerank))
+        | RunnablePassthrough.assign(answer=answer)
+    )
+    print("\n== LangChain: dense retriever (k=6) → MaxSim reranker (top 3) → fake chat model")
+    for question in RAG_QUESTIONS:
+        out = chain.invoke(question)
+        print(f"\nQ: {question}")
+        for rank, doc in enumerate(out["docs"], 1):
+            score = doc.metadata["relevance_score"]
+            print(f"  {rank}. {doc.id:<14} MaxSim {score:6.3f}  {doc.page_content[:60]}...")
+        print(f"A: {out['answer']}")
+
+
+def llama_index_demo(store: MultiVectorStore, enc: Encoder) -> None:
+    """A LlamaIndex query engine: filtered hybrid retriever → MaxSim rerank → mock LLM."""
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import RetrieverQueryEngine
+    from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
+
+    from vllm_retrieval.llama_index import VLLMMaxSimRerank, VLLMMultiVectorRetriever
+
+    key, value = LLAMA_FILTER
+    retriever = VLLMMultiVectorRetriever(
+        store,
+        similarity_top_k=5,
+        mode="hybrid",
+        filters=MetadataFilters(filters=[MetadataFilter(key=key, value=value)]),
+    )
+    engine = RetrieverQueryEngine.from_args(
+        retriever,
+        llm=MockLLM(max_tokens=12),
+        node_postprocessors=[VLLMMaxSimRerank(3, encoder=enc)],
+    )
+    print(f"\n== LlamaIndex: hybrid retriever ({key}={value!r}) → MaxSim rerank → MockLLM")
+    response = engine.query(LLAMA_QUESTION)
+    print(f"\nQ: {LLAMA_QUESTION}")
+    for rank, node in enumerate(response.source_nodes, 1):
+        meta = node.node.metadata
+        text = node.node.get_content()[:60]
+        print(f"  {rank}. {node.node.node_id:<14} MaxSim {node.score or 0:6.3f}  {meta}  {text}...")
+    print(f"A (MockLLM echoes tokens): {str(response)[:80]!r}")
 
 
 if __name__ == "__main__":
