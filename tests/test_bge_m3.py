@@ -49,6 +49,7 @@ def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save(torch.nn.Linear(64, 64).state_dict(), str(out / "colbert_linear.pt"))
     cfg = config.to_dict()
     cfg["architectures"] = ["BgeM3EmbeddingModel"]
+    cfg["position_embedding_type"] = "absolute"  # as in BAAI/bge-m3's config.json
     (out / "config.json").write_text(json.dumps(cfg))
     return out
 
