@@ -244,6 +244,15 @@ def test_index_nodes_keeps_ids_and_json_safe_metadata() -> None:
     assert metadatas == [{"year": 2020, "tags": ["a"]}, {"ok": {"x": 1}}]
     assert [d.metadata for d in docs if "obj" not in d.metadata] == before  # not mutated
     assert build_store_from_documents(docs, store=store) is store  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not both"):
+        build_store_from_documents(docs, store=store, path="/tmp/x")  # type: ignore[arg-type]
+    retriever = VLLMMultiVectorRetriever.from_documents(
+        docs,
+        store=store,  # type: ignore[arg-type]
+        similarity_top_k=1,
+    )
+    assert retriever.store is store and retriever.similarity_top_k == 1
+    assert len(store.added) == 3
     with pytest.raises(ValueError, match="unique"):
         index_nodes(store, [TextNode(text="a", id_="x"), TextNode(text="b", id_="x")])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no text"):

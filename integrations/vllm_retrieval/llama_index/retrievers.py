@@ -204,8 +204,26 @@ class VLLMMultiVectorRetriever(BaseRetriever):
             verbose=verbose,
         )
 
+    @classmethod
+    def from_documents(
+        cls,
+        docs_or_nodes: Iterable[BaseNode],
+        *,
+        store: MultiVectorStore | None = None,
+        encoder: Encoder | None = None,
+        path: str | None = None,
+        store_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> VLLMMultiVectorRetriever:
+        """Index Documents/Nodes (:func:`build_store_from_documents`) and retrieve over them."""
+        built = build_store_from_documents(
+            docs_or_nodes, store, encoder=encoder, path=path, **(store_kwargs or {})
+        )
+        return cls(built, **kwargs)
+
     @property
     def store(self) -> MultiVectorStore:
+        """The multi-vector store searched."""
         return self._store
 
     def _search_kwargs(self) -> dict[str, Any]:
