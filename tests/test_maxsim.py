@@ -160,6 +160,31 @@ def test_topk_equals_sort(problem: tuple[np.ndarray, list[np.ndarray]], k: int, 
     assert idx.dtype == np.int64 and top.dtype == np.float32
 
 
+@settings(max_examples=20, deadline=None)
+@given(problems(), st.sampled_from(["float32", "float16", "int8"]), st.sampled_from([None, 2, 9]))
+def test_pure_numpy_kernel(
+    problem: tuple[np.ndarray, list[np.ndarray]], dtype: str, tile: int | None
+) -> None:
+    """Without torch the numpy kernel runs; it must give the same scores."""
+    import vllm_retrieval.core.maxsim as ms
+
+    q, docs = problem
+    packed = pack(docs, dtype=dtype)  # type: ignore[arg-type]
+    with_torch = maxsim(q, packed, tile_tokens=tile)
+    old, ms.PREFER_TORCH = ms.PREFER_TORCH, False
+    try:
+        without = maxsim(q, packed, tile_tokens=tile)
+    finally:
+        ms.PREFER_TORCH = old
+    stored = _stored(docs, dtype)
+    expected = _ref(q, stored)
+    empty = np.isneginf(expected)
+    assert np.array_equal(np.isneginf(without), empty)
+    tol = _tolerance(q, stored)
+    np.testing.assert_allclose(without[~empty], expected[~empty], rtol=1e-5, atol=tol)
+    np.testing.assert_allclose(without[~empty], with_torch[~empty], rtol=1e-5, atol=tol)
+
+
 def test_sum_not_mean_and_normalize_option() -> None:
     q = np.eye(3, 4, dtype=np.float32)
     d = np.eye(4, dtype=np.float32)[:2]  # matches query tokens 0 and 1 exactly

@@ -65,6 +65,21 @@ def _torch() -> Any:
     return require("torch", "cpu")
 
 
+#: Use torch (MKL GEMM, F16C/bf16 conversion) for numpy inputs too when it is installed; the
+#: pure-numpy kernel is the fallback without torch (tests switch this off to cover it).
+PREFER_TORCH = True
+
+
+def _torch_available() -> bool:
+    if not PREFER_TORCH:
+        return False
+    try:
+        _torch()
+    except ImportError:  # pragma: no cover - torch is present wherever vLLM is
+        return False
+    return True
+
+
 def _is_torch(x: Any) -> bool:
     """True for a torch tensor, without importing torch when it is not loaded yet."""
     mod = type(x).__module__
@@ -348,7 +363,7 @@ def _max_matrix(q: Any, packed: PackedDocs, tile_tokens: int | None) -> Any:
     offsets = packed.offsets
     total = packed.total_tokens
     scales = packed.scales
-    if not _is_torch(vec) and not _is_torch(q):
+    if not _is_torch(vec) and not _is_torch(q) and not _torch_available():
         qf = np.ascontiguousarray(q, dtype=np.float32)
         out = np.full((q_total, n), -np.inf, dtype=np.float32)
         for start in range(0, total, rows):
@@ -368,7 +383,7 @@ def _max_matrix(q: Any, packed: PackedDocs, tile_tokens: int | None) -> Any:
             out[:, idx] = part
         return out
     torch = _torch()
-    device = vec.device if _is_torch(vec) else q.device
+    device = vec.device if _is_torch(vec) else (q.device if _is_torch(q) else torch.device("cpu"))
     if not _is_torch(vec):
         vec = torch.from_numpy(np.ascontiguousarray(vec))
     qt = q if _is_torch(q) else torch.from_numpy(np.ascontiguousarray(q))
