@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/st_reference.py [--beir ../shared/data/scifact] [--split train]
-        [--max-queries N] [--model PATH] [--json]
+        [--max-queries N] [--extra-docs N] [--model PATH] [--json]
 
 Encodes the corpus and the judged queries with ``SentenceTransformer`` (the packaged
 all-MiniLM-L6-v2 by default; documents are ``title + " " + text`` as in the store), ranks by
@@ -34,14 +34,15 @@ def main() -> None:
     ap.add_argument("--beir", type=Path, default=REPO.parent / "shared" / "data" / "scifact")
     ap.add_argument("--split", default="train")
     ap.add_argument("--max-queries", type=int)
+    ap.add_argument("--extra-docs", type=int, help="judged documents + N others (as eval's)")
     ap.add_argument("--model", help="model folder (default: the packaged all-MiniLM-L6-v2)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     data = load_beir(args.beir, args.split)
-    if args.max_queries is not None:
-        data = data.subset(args.max_queries)
+    if args.max_queries is not None or args.extra_docs is not None:
+        data = data.subset(args.max_queries, args.extra_docs)
     t0 = time.perf_counter()
     run = sentence_transformers_dense_run(data, args.model, batch_size=args.batch_size)
     seconds = time.perf_counter() - t0

@@ -53,8 +53,8 @@ from vllm_retrieval.eval import (
     run_queries,
 )
 
-N_QUERIES = int(os.environ.get("COOKBOOK_SCIFACT_QUERIES", "60"))
-EXTRA_DOCS = int(os.environ.get("COOKBOOK_SCIFACT_EXTRA_DOCS", "600"))
+N_QUERIES = int(os.environ.get("COOKBOOK_SCIFACT_QUERIES", "50"))
+EXTRA_DOCS = int(os.environ.get("COOKBOOK_SCIFACT_EXTRA_DOCS", "400"))
 OUTPUT = Path(os.environ.get("COOKBOOK_OUTPUT", "output"))
 OUTPUT.mkdir(parents=True, exist_ok=True)
 

@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="store directory to build or reuse (default: a temporary one)",
     )
     p.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
+    p.add_argument(
+        "--extra-docs",
+        type=int,
+        metavar="N",
+        help="index only the documents judged for the evaluated queries plus N random others "
+        "(a quick run on a subset; default: the whole corpus)",
+    )
     p.add_argument("--candidates", type=int, default=200, help="dense prefetch depth (200)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -539,8 +546,10 @@ def cmd_eval(args: argparse.Namespace, out: IO[str]) -> int:
     if args.max_queries is not None and args.max_queries <= 0:
         raise CLIError(f"--max-queries must be > 0, got {args.max_queries}")
     data = load_beir(args.beir, args.split, args.qrels)
-    if args.max_queries is not None:
-        data = data.subset(args.max_queries)
+    if args.extra_docs is not None and args.extra_docs < 0:
+        raise CLIError(f"--extra-docs must be >= 0, got {args.extra_docs}")
+    if args.max_queries is not None or args.extra_docs is not None:
+        data = data.subset(args.max_queries, args.extra_docs)
     with contextlib.ExitStack() as stack:
         index = args.index
         if index is None:
@@ -574,6 +583,7 @@ def cmd_eval(args: argparse.Namespace, out: IO[str]) -> int:
         "split": args.split if args.qrels is None else str(args.qrels),
         "queries": nq,
         "documents": n_docs,
+        "corpus_subset": args.extra_docs is not None,
         "index": str(args.index) if args.index is not None else None,
         "model": str(args.model or "default"),
         "documents_encoded": added,
@@ -654,6 +664,11 @@ def _result_stream() -> Iterator[IO[str]]:
         yield out
     finally:
         out.flush()
+        # Stop engines now, while their shutdown logs still go to stderr (not at exit).
+        engine = sys.modules.get("vllm_retrieval.core.engine")
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.shutdown_engines()
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
