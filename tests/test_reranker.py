@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
 from vllm_retrieval.core.encoder import EncodedText, Encoder
@@ -157,6 +158,10 @@ def test_known_document_tokens_are_not_reencoded(
     assert counter.doc_texts == []
     assert [r.index for r in got] == [r.index for r in expected]
     np.testing.assert_allclose([r.score for r in got], [r.score for r in expected], rtol=1e-6)
+    as_torch = [torch.from_numpy(t).to(torch.bfloat16) for t in tokens]
+    got_t = reranker.rerank(QUERY, DOCS, document_tokens=as_torch)  # type: ignore[arg-type]
+    assert counter.doc_texts == []
+    np.testing.assert_allclose([r.score for r in got_t], [r.score for r in got], rtol=2e-2)
     partial: list[np.ndarray | None] = [tokens[0], None, tokens[2], None, None]
     reranker.rerank(QUERY, DOCS, document_tokens=partial)
     assert counter.documents[-1] == [DOCS[1], DOCS[3], DOCS[4]]

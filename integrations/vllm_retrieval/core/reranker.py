@@ -29,7 +29,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .encoder import Encoder
-from .maxsim import maxsim
+from .maxsim import _to_numpy_f32, maxsim
 
 __all__ = ["Explanation", "MaxSimReranker", "RerankResult", "TokenMatch"]
 
@@ -179,7 +179,7 @@ class MaxSimReranker(BaseModel):
         for i, text in enumerate(docs):
             given = None if document_tokens is None else document_tokens[i]
             if given is not None:
-                known.append(given)
+                known.append(_to_numpy_f32(given))  # numpy or torch, any float dtype
                 continue
             if text == "":
                 known.append(None)  # zero tokens; scored -inf below
