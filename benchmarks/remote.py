@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--base-url", help="an existing token_embed server (default: start one)")
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32, help="texts per request")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     args = parser.parse_args()
     docs = load_docs(args.corpus, args.docs)
@@ -148,6 +148,7 @@ def main() -> None:
         return
     from vllm_retrieval.core.profiles import default_model_path
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is killed too
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
