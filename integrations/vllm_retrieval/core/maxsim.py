@@ -13,7 +13,11 @@ The corpus is scored in tiles of whole rows: each tile is converted to fp32, mul
 query token vectors at once (one GEMM, ``[Q_total, tile]``), reduced to one max per
 (query token, document) with a segmented max, and merged into a running ``[Q_total, n]``
 maximum. Memory is bounded by the tile (``Q_total × tile_tokens`` floats), never
-``Q × total_tokens``; there is no Python loop over documents.
+``Q × total_tokens``; there is no Python loop over documents. With torch installed the
+GEMM runs in torch (MKL, ``torch.get_num_threads()`` threads) for numpy inputs too; without
+torch a pure-numpy kernel does the same work. Throughput is GEMM-bound (``2·Q·d`` flops per
+document token); note that torch's OpenMP threads degrade sharply when the cores are
+oversubscribed by other processes (``benchmarks/maxsim.py --threads 1`` shows the difference).
 
 Conventions, the same for every function here:
 
