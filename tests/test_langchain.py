@@ -400,6 +400,7 @@ def test_vectorstore_retrievers(encoder: Encoder) -> None:
     assert isinstance(retriever, VectorStoreRetriever)
     docs = retriever.invoke("tallest peak")
     assert [d.id for d in docs] == ["doc-5", "doc-1"]
+    assert VLLMMultiVectorRetriever(store=vs).store is vs.store
     mv = vs.as_multivector_retriever(k=1)
     assert isinstance(mv, VLLMMultiVectorRetriever)
     top = mv.invoke("tallest peak")

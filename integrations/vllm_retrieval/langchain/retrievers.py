@@ -10,7 +10,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from ..core.store import MultiVectorStore, SearchHit
 
@@ -54,6 +54,13 @@ class VLLMMultiVectorRetriever(BaseRetriever):
     candidates: int | None = Field(
         default=None, gt=0, description="Dense prefetch size (store default when None)."
     )
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _unwrap_store(cls, value: Any) -> Any:
+        # Accept a VLLMMultiVectorStore (the LangChain wrapper) for its core store.
+        inner = getattr(value, "store", None)
+        return inner if isinstance(inner, MultiVectorStore) else value
 
     def _search_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
         unknown = set(overrides) - _SEARCH_KEYS - _IGNORED_KEYS
