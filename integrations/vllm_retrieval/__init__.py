@@ -1,7 +1,7 @@
 """vllm-retrieval: dense + ColBERT token embeddings and MaxSim retrieval on one vLLM engine.
 
-Importing this package imports neither vLLM nor LangChain nor LlamaIndex; the engine starts
-on first use, and the framework adapters live in ``vllm_retrieval.langchain`` and
+Importing this package imports neither vLLM nor torch nor LangChain nor LlamaIndex; the engine
+starts on first use, and the framework adapters live in ``vllm_retrieval.langchain`` and
 ``vllm_retrieval.llama_index``.
 """
 
@@ -10,12 +10,23 @@ from .core import (
     EncodedText,
     Encoder,
     EngineError,
+    Explanation,
+    MaxSimReranker,
     ModelProfile,
+    MultiVectorStore,
+    PackedDocs,
     RemoteEngineError,
+    RerankResult,
+    SearchHit,
     StoreCorruptError,
     StoreError,
     StoreMismatchError,
+    TokenMatch,
     VLLMRetrievalError,
+    maxsim,
+    maxsim_batch,
+    maxsim_topk,
+    pack,
     shutdown_engines,
 )
 
@@ -26,12 +37,23 @@ __all__ = [
     "EncodedText",
     "Encoder",
     "EngineError",
+    "Explanation",
+    "MaxSimReranker",
     "ModelProfile",
+    "MultiVectorStore",
+    "PackedDocs",
     "RemoteEngineError",
+    "RerankResult",
+    "SearchHit",
     "StoreCorruptError",
     "StoreError",
     "StoreMismatchError",
+    "TokenMatch",
     "VLLMRetrievalError",
     "__version__",
+    "maxsim",
+    "maxsim_batch",
+    "maxsim_topk",
+    "pack",
     "shutdown_engines",
 ]

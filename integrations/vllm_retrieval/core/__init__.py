@@ -1,7 +1,7 @@
 """Framework-free core: engine, model profiles, MaxSim, reranker and store."""
 
 from .encoder import EncodedText, Encoder
-from .engine import EngineSettings, get_engine, shutdown_engines
+from .engine import EngineSettings, get_engine, release_engine, shutdown_engines
 from .errors import (
     EngineError,
     RemoteEngineError,
@@ -10,7 +10,18 @@ from .errors import (
     StoreMismatchError,
     VLLMRetrievalError,
 )
+from .maxsim import (
+    PackedDocs,
+    alignment,
+    maxsim,
+    maxsim_batch,
+    maxsim_reference,
+    maxsim_topk,
+    pack,
+)
 from .profiles import DEFAULT_MODEL, ModelProfile, load_profile
+from .reranker import Explanation, MaxSimReranker, RerankResult, TokenMatch
+from .store import MultiVectorStore, SearchHit
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -18,13 +29,27 @@ __all__ = [
     "Encoder",
     "EngineError",
     "EngineSettings",
+    "Explanation",
+    "MaxSimReranker",
     "ModelProfile",
+    "MultiVectorStore",
+    "PackedDocs",
     "RemoteEngineError",
+    "RerankResult",
+    "SearchHit",
     "StoreCorruptError",
     "StoreError",
     "StoreMismatchError",
+    "TokenMatch",
     "VLLMRetrievalError",
+    "alignment",
     "get_engine",
     "load_profile",
+    "maxsim",
+    "maxsim_batch",
+    "maxsim_reference",
+    "maxsim_topk",
+    "pack",
+    "release_engine",
     "shutdown_engines",
 ]
