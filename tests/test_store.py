@@ -571,10 +571,11 @@ def test_text_add_search_and_async(
             for i, qid in enumerate(qids)
         )
         assert found / len(qids) >= 0.7, (mode, found)
-        # The text path encodes the query the same way.
+        # The text path encodes the query the same way (batching may flip near-ties).
         by_text = store.search(queries[qids[0]], k=5, mode=mode)
         by_vec = store.search_encoded(q_dense[0], q_tokens[0], k=5, mode=mode)
-        assert [h.id for h in by_text] == [h.id for h in by_vec]
+        np.testing.assert_allclose([h.score for h in by_text], [h.score for h in by_vec], rtol=2e-3)
+        assert len({h.id for h in by_text} & {h.id for h in by_vec}) >= 4
     flt = {"n": {"$lt": 50}}
     for mode in MODES:
         hits = store.search(next(iter(queries.values())), k=5, mode=mode, filter=flt)
