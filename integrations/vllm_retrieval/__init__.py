@@ -7,6 +7,7 @@ starts on first use, and the framework adapters live in ``vllm_retrieval.langcha
 
 from .core import (
     DEFAULT_MODEL,
+    DuplicateIdError,
     EncodedText,
     Encoder,
     EngineError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DuplicateIdError",
     "EncodedText",
     "Encoder",
     "EngineError",

@@ -21,10 +21,11 @@ from .maxsim import (
 )
 from .profiles import DEFAULT_MODEL, ModelProfile, load_profile
 from .reranker import Explanation, MaxSimReranker, RerankResult, TokenMatch
-from .store import MultiVectorStore, SearchHit
+from .store import DuplicateIdError, MultiVectorStore, SearchHit
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DuplicateIdError",
     "EncodedText",
     "Encoder",
     "EngineError",
