@@ -24,12 +24,12 @@ from .core import (
     StoreMismatchError,
     TokenMatch,
     VLLMRetrievalError,
-    maxsim,
     maxsim_batch,
     maxsim_topk,
     pack,
     shutdown_engines,
 )
+from .core.maxsim import maxsim
 
 __version__ = "0.1.0"
 

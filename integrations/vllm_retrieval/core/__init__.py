@@ -10,10 +10,11 @@ from .errors import (
     StoreMismatchError,
     VLLMRetrievalError,
 )
+
+# ``maxsim`` (the function) is not re-exported here: it would shadow the ``core.maxsim`` module.
 from .maxsim import (
     PackedDocs,
     alignment,
-    maxsim,
     maxsim_batch,
     maxsim_reference,
     maxsim_topk,
@@ -46,7 +47,6 @@ __all__ = [
     "alignment",
     "get_engine",
     "load_profile",
-    "maxsim",
     "maxsim_batch",
     "maxsim_reference",
     "maxsim_topk",
