@@ -92,7 +92,7 @@ def _check(result: dict[str, Any], question: str) -> str:
     docs: list[Document] = result["docs"]
     assert result["question"] == question
     assert result["answer"] == ANSWER
-    assert 1 <= len(docs) <= 3
+    assert len(docs) == 3  # k=10 dense candidates, reranker top_n=3
     scores = [d.metadata["relevance_score"] for d in docs]
     assert scores == sorted(scores, reverse=True)
     assert all(d.metadata["source"] == "scifact" for d in docs)
