@@ -8,9 +8,11 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
@@ -87,7 +89,9 @@ def test_import_does_not_import_llama_index() -> None:
         import vllm_retrieval.langchain as lc
         for name in lc.__all__:
             getattr(lc, name)
-        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("llama_index", "vllm"))
+        # langchain_classic (ContextualCompressionRetriever) is used by the tests only
+        others = ("llama_index", "vllm", "langchain_classic")
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in others)
         assert not bad, bad
         assert "langchain_core" in sys.modules
         print("ok")
@@ -317,8 +321,8 @@ def test_reranker_top_n_and_edge_cases(encoder: Encoder) -> None:
 def test_reranker_composes_with_any_retriever_via_lcel(encoder: Encoder) -> None:
     """Base retriever (InMemoryVectorStore + VLLMEmbeddings) → MaxSim reranker, in LCEL.
 
-    ``ContextualCompressionRetriever`` lives in ``langchain_classic`` (not a dependency of
-    this package); the same composition is written here with langchain_core runnables.
+    The same composition as ``ContextualCompressionRetriever`` (tested below), written with
+    langchain_core runnables only.
     """
     base = InMemoryVectorStore(embedding=VLLMEmbeddings(encoder=encoder))
     base.add_documents(_docs())
@@ -357,6 +361,103 @@ async def test_reranker_lcel_async(encoder: Encoder) -> None:
     ) | RunnableLambda(arerank)
     out = await chain.ainvoke("programming language readability")
     assert [d.id for d in out] == ["doc-3"]
+
+
+# -- ContextualCompressionRetriever (langchain_classic) ------------------------------------
+
+CCR_TOP_N = 3
+CCR_BASE_K = 8
+
+
+@pytest.fixture(scope="module")
+def scifact_docs(scifact_sample: dict[str, Any]) -> tuple[list[str], list[Document]]:
+    """Three SciFact claims, their relevant abstracts and some others, as Documents."""
+    queries: dict[str, str] = scifact_sample["queries"]
+    qrels: dict[str, set[str]] = scifact_sample["qrels"]
+    corpus: dict[str, str] = scifact_sample["corpus"]
+    chosen = list(queries)[:3]
+    relevant = sorted({d for q in chosen for d in qrels[q]})
+    others = [d for d in corpus if d not in relevant][:12]
+    docs = [
+        Document(id=d, page_content=corpus[d], metadata={"source": "scifact", "tags": ["x"]})
+        for d in relevant + others
+    ]
+    return [queries[q] for q in chosen], docs
+
+
+@pytest.fixture(scope="module")
+def compression_setup(
+    encoder: Encoder, scifact_docs: tuple[list[str], list[Document]]
+) -> tuple[VectorStoreRetriever, ContextualCompressionRetriever, list[Document]]:
+    _, docs = scifact_docs
+    store = InMemoryVectorStore(embedding=VLLMEmbeddings(encoder=encoder))
+    store.add_documents(docs)
+    base = store.as_retriever(search_kwargs={"k": CCR_BASE_K})
+    ccr = ContextualCompressionRetriever(
+        base_compressor=VLLMMaxSimReranker(encoder=encoder, top_n=CCR_TOP_N),
+        base_retriever=base,
+    )
+    return base, ccr, docs
+
+
+def _check_reranked(
+    out: list[Document], base_docs: list[Document], encoder: Encoder, q: str
+) -> None:
+    """``out`` is exactly ``base_docs`` reranked by MaxSim (the core reranker), top_n kept."""
+    core = MaxSimReranker(encoder=encoder).rerank(
+        q, [d.page_content for d in base_docs], top_n=CCR_TOP_N
+    )
+    assert len(out) == CCR_TOP_N
+    assert [o.id for o in out] == [base_docs[r.index].id for r in core]
+    scores = [o.metadata["relevance_score"] for o in out]
+    assert scores == pytest.approx([r.score for r in core], abs=1e-4)
+    assert scores == sorted(scores, reverse=True)
+    by_id = {d.id: d for d in base_docs}
+    for o in out:
+        src = by_id[o.id]
+        assert o is not src and o.metadata is not src.metadata
+        assert o.page_content == src.page_content
+        assert {k: v for k, v in o.metadata.items() if k != "relevance_score"} == src.metadata
+
+
+def test_reranker_in_contextual_compression_retriever(
+    encoder: Encoder,
+    scifact_docs: tuple[list[str], list[Document]],
+    compression_setup: tuple[VectorStoreRetriever, ContextualCompressionRetriever, list[Document]],
+) -> None:
+    """LangChain's ContextualCompressionRetriever over a plain InMemoryVectorStore retriever."""
+    queries, _ = scifact_docs
+    base, ccr, docs = compression_setup
+    before = copy.deepcopy(docs)
+    for q in queries:
+        base_docs = base.invoke(q)
+        assert len(base_docs) == CCR_BASE_K
+        base_before = copy.deepcopy(base_docs)
+        out = ccr.invoke(q)
+        _check_reranked(out, base_docs, encoder, q)
+        # the base retriever's documents, and the documents it was built from, are untouched
+        assert base.invoke(q) == base_before
+        assert all("relevance_score" not in d.metadata for d in base.invoke(q))
+    assert docs == before
+
+
+async def test_reranker_in_contextual_compression_retriever_async(
+    encoder: Encoder,
+    scifact_docs: tuple[list[str], list[Document]],
+    compression_setup: tuple[VectorStoreRetriever, ContextualCompressionRetriever, list[Document]],
+) -> None:
+    queries, _ = scifact_docs
+    base, ccr, docs = compression_setup
+    before = copy.deepcopy(docs)
+    for q in queries:
+        base_docs = await base.ainvoke(q)
+        base_before = copy.deepcopy(base_docs)
+        out = await ccr.ainvoke(q)
+        _check_reranked(out, base_docs, encoder, q)
+        sync = ccr.invoke(q)
+        assert [d.id for d in out] == [d.id for d in sync]
+        assert await base.ainvoke(q) == base_before
+    assert docs == before
 
 
 # -- VLLMMultiVectorStore -------------------------------------------------------------------
