@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from vllm_retrieval.cli import STEP_MARK, chunk_text, main, parse_filters
+from vllm_retrieval.cli import STEP_MARK, chunk_text, main, parse_filters, read_inputs
 from vllm_retrieval.eval import (
     BeirData,
     evaluate_run,
@@ -83,6 +83,11 @@ def _write_beir(folder: Path, data: BeirData, split: str) -> None:
                 fh.write(f"{qid}\t{did}\t{rel}\n")
 
 
+def _chunks(name: str, text: str, size: int, overlap: int) -> list[str]:
+    """The chunks `index` makes of a file: Markdown files use the Markdown splitter."""
+    return chunk_text(text, size, overlap, markdown=name.endswith(".md"))
+
+
 def _cli() -> list[str]:
     script = Path(sys.executable).parent / "vllm-retrieval"
     if script.is_file():
@@ -141,13 +146,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -> di
         f"eval --beir {beir} --index {index} --split test --json",
         f"eval --beir {root / 'scifact_sub'} --index {root / 'sub_index'} --split train "
         "--modes dense hybrid --json --no-progress",
+        # the notes again: same chunks, same ids, so every one is skipped
+        f"index --index {index} {notes} {' '.join(CHUNKING)}",
     ]
     second = _run("steps", *steps)
     assert second.returncode == 0, second.stderr[-3000:]
     parts = second.stdout.split(STEP_MARK)[1:]
     assert len(parts) == len(steps), second.stdout
     outputs = [p.split("\n", 1)[1] for p in parts]
-    n_chunks = sum(len(chunk_text(t, 120, 0)) for t in NOTES.values())
+    n_chunks = sum(len(_chunks(name, text, 120, 0)) for name, text in NOTES.items())
     return {
         "first": first,
         "outputs": outputs,
@@ -169,6 +176,12 @@ def test_index_is_resumable(workspace: dict[str, Any]) -> None:
     out = workspace["outputs"][0]
     assert "indexed 10 new documents" in out, out
     assert f"skipped 20 already stored; {workspace['total']} in" in out, out
+
+
+def test_reindexing_text_files_skips_every_chunk(workspace: dict[str, Any]) -> None:
+    out = workspace["outputs"][6]
+    assert "indexed 0 new documents" in out, out
+    assert f"skipped {workspace['chunks']} already stored; {workspace['total']} in" in out, out
 
 
 def test_search_table(workspace: dict[str, Any]) -> None:
@@ -274,3 +287,63 @@ def test_chunking_and_filters(tmp_path: Path) -> None:
     trec = tmp_path / "q.trec"
     trec.write_text("1 0 d1 1\n1 0 d2 0\n2 0 d3 2\n")
     assert load_qrels(trec) == {"1": {"d1": 1, "d2": 0}, "2": {"d3": 2}}
+
+
+def test_text_files_are_chunked_by_langchain_splitters(tmp_path: Path) -> None:
+    from langchain_text_splitters import MarkdownTextSplitter, RecursiveCharacterTextSplitter
+
+    notes = tmp_path / "notes"
+    md = (
+        "# Title\nIntro paragraph about late interaction and token vectors.\n"
+        "## Scoring\nMaxSim sums the best cosine per query token over the document tokens.\n"
+        "## Storage\nThe store keeps one dense vector and one matrix of token vectors per chunk.\n"
+        "```\ncode = 1\n```\n"
+    )
+    txt = "\n\n".join(f"Paragraph {i}. " + "A sentence here. " * 6 for i in range(4))
+    (notes / "sub").mkdir(parents=True)
+    (notes / "guide.md").write_text(md)
+    (notes / "sub" / "plain.txt").write_text(txt)
+    (notes / "ignored.json").write_text("{}")
+
+    docs = read_inputs([notes], 150, 30)
+    expected_md = MarkdownTextSplitter(chunk_size=150, chunk_overlap=30).split_text(md)
+    expected_txt = RecursiveCharacterTextSplitter(chunk_size=150, chunk_overlap=30).split_text(txt)
+    assert len(expected_md) >= 3 and len(expected_txt) >= 3
+    assert expected_md != chunk_text(md, 150, 30)  # .md files do use the Markdown splitter
+    assert [d[1] for d in docs] == expected_md + expected_txt
+    assert all(len(d[1]) <= 150 for d in docs)
+    assert [d[0] for d in docs] == [f"guide.md#{i}" for i in range(len(expected_md))] + [
+        f"sub/plain.txt#{i}" for i in range(len(expected_txt))
+    ]
+    assert docs[1][2] == {"source": "guide.md", "chunk": 1}
+    # a re-run gives the same ids and texts, so `index` skips what is already stored
+    assert read_inputs([notes], 150, 30) == docs
+    assert read_inputs([notes / "sub" / "plain.txt"], 150, 30) == [
+        (i.replace("sub/", ""), t, {**m, "source": "plain.txt"})
+        for i, t, m in docs[len(expected_md) :]
+    ]
+
+
+def test_missing_text_splitters_names_the_cli_extra(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("some text to chunk")
+    code = (
+        "import sys\n"
+        "sys.modules['langchain_text_splitters'] = None  # as if it were not installed\n"
+        "from vllm_retrieval.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    index = tmp_path / "idx"
+    res = subprocess.run(
+        [sys.executable, "-c", code, "index", "--index", str(index), str(tmp_path / "a.txt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("vllm-retrieval: error: ")
+    assert "pip install 'vllm-retrieval[cli]'" in lines[0]
+    assert not index.exists()  # failed before any store or engine

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .core.errors import VLLMRetrievalError
+from .core.errors import VLLMRetrievalError, require
 
 if TYPE_CHECKING:
     from .core.encoder import Encoder
@@ -41,6 +40,7 @@ __all__ = ["build_parser", "chunk_text", "main", "read_inputs"]
 PROG = "vllm-retrieval"
 MODES = ("dense", "maxsim", "hybrid", "fusion")
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+MARKDOWN_SUFFIXES = (".md", ".markdown")  # chunked with MarkdownTextSplitter
 BENCHMARKS = {
     "encode": "encode.py",
     "maxsim": "maxsim.py",
@@ -276,70 +276,29 @@ def open_store(
 
 # -- reading inputs ------------------------------------------------------------------------------
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+def _splitter(chunk_size: int, overlap: int, *, markdown: bool) -> Any:
+    splitters = require("langchain_text_splitters", "cli")
+    cls = splitters.MarkdownTextSplitter if markdown else splitters.RecursiveCharacterTextSplitter
+    return cls(chunk_size=chunk_size, chunk_overlap=overlap)
 
 
-def _splitter(chunk_size: int, overlap: int) -> Any:
-    try:
-        splitters = importlib.import_module("langchain_text_splitters")
-    except ImportError:
-        return None
-    return splitters.RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=overlap)
-
-
-def chunk_text(text: str, chunk_size: int = 1000, overlap: int = 100) -> list[str]:
+def chunk_text(
+    text: str, chunk_size: int = 1000, overlap: int = 100, *, markdown: bool = False
+) -> list[str]:
     """Split ``text`` into chunks of at most ``chunk_size`` characters.
 
-    Uses ``langchain-text-splitters`` (``RecursiveCharacterTextSplitter``) when installed;
-    otherwise a small splitter with the same strategy: paragraphs, then sentences, then words,
-    packed greedily, consecutive chunks sharing up to ``overlap`` characters of whole pieces.
+    Uses ``langchain-text-splitters`` (the ``cli`` extra): ``RecursiveCharacterTextSplitter``
+    (paragraphs, then lines, then words), or with ``markdown=True`` its ``MarkdownTextSplitter``
+    (headings, code fences and rules first). Consecutive chunks share up to ``overlap``
+    characters. Raises an ImportError naming the extra when the package is missing.
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk size must be > 0, got {chunk_size}")
     if not 0 <= overlap < chunk_size:
         raise ValueError(f"chunk overlap must be in [0, chunk size), got {overlap}")
-    splitter = _splitter(chunk_size, overlap)
-    if splitter is not None:
-        return [c for c in splitter.split_text(text) if c.strip()]
-
-    def pieces(block: str, level: int) -> list[str]:
-        if len(block) <= chunk_size:
-            return [block]
-        if level == 0:
-            parts = [p.strip() for p in re.split(r"\n\s*\n", block)]
-        elif level == 1:
-            parts = [p.strip() for p in _SENTENCE_END.split(block)]
-        elif level == 2:
-            parts = block.split()
-        else:
-            return [block[i : i + chunk_size] for i in range(0, len(block), chunk_size)]
-        parts = [p for p in parts if p]
-        if len(parts) <= 1:
-            return pieces(block, level + 1)
-        return [q for p in parts for q in pieces(p, level + 1)]
-
-    out: list[str] = []
-    current: list[str] = []
-    size = 0
-    for piece in pieces(text.strip(), 0):
-        extra = len(piece) + (1 if current else 0)
-        if current and size + extra > chunk_size:
-            out.append(" ".join(current))
-            # carry whole trailing pieces as overlap
-            carried: list[str] = []
-            total = 0
-            for prev in reversed(current):
-                if total + len(prev) + 1 > overlap:
-                    break
-                carried.insert(0, prev)
-                total += len(prev) + 1
-            current, size = carried, max(total - 1, 0)
-            extra = len(piece) + (1 if current else 0)
-        current.append(piece)
-        size += extra
-    if current:
-        out.append(" ".join(current))
-    return [c for c in out if c.strip()]
+    splitter = _splitter(chunk_size, overlap, markdown=markdown)
+    return [c for c in splitter.split_text(text) if c.strip()]
 
 
 Doc = tuple[str, str, dict[str, Any]]
@@ -371,7 +330,8 @@ def _read_text_file(path: Path, name: str, chunk_size: int, overlap: int) -> Ite
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text") from None
-    for i, chunk in enumerate(chunk_text(text, chunk_size, overlap)):
+    markdown = path.suffix.lower() in MARKDOWN_SUFFIXES
+    for i, chunk in enumerate(chunk_text(text, chunk_size, overlap, markdown=markdown)):
         yield f"{name}#{i}", chunk, {"source": name, "chunk": i}
 
 
