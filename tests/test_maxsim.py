@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -10,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import vllm_retrieval.core.maxsim as ms
 from vllm_retrieval.core.maxsim import (
     PackedDocs,
     alignment,
@@ -22,6 +26,18 @@ from vllm_retrieval.core.maxsim import (
 
 DTYPES = ["float32", "float16", "bfloat16", "int8"]
 LAYOUTS = ["list-numpy", "list-torch", "packed-numpy", "packed-torch"]
+#: CPU kernels: the fused C kernel with SIMD ("auto"), without SIMD, and the tiled GEMM.
+KERNELS = ["auto", "portable", "gemm"]
+
+
+@contextlib.contextmanager
+def _kernel(name: str) -> Iterator[None]:
+    old = ms._cpu_kernel
+    ms._cpu_kernel = name  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        ms._cpu_kernel = old
 
 
 def _ref(q: np.ndarray, docs: list[np.ndarray], normalize: bool = False) -> np.ndarray:
@@ -92,7 +108,7 @@ def problems(draw: st.DrawFn) -> tuple[np.ndarray, list[np.ndarray]]:
     return q, docs
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     problems(),
     st.sampled_from(DTYPES),
@@ -100,6 +116,7 @@ def problems(draw: st.DrawFn) -> tuple[np.ndarray, list[np.ndarray]]:
     st.sampled_from([None, 1, 3, 17]),
     st.booleans(),
     st.booleans(),
+    st.sampled_from(KERNELS),
 )
 def test_maxsim_matches_float64_reference(
     problem: tuple[np.ndarray, list[np.ndarray]],
@@ -108,12 +125,14 @@ def test_maxsim_matches_float64_reference(
     tile: int | None,
     normalize: bool,
     torch_query: bool,
+    kernel: str,
 ) -> None:
     q, docs = problem
     stored = _stored(docs, dtype)
     expected = _ref(q, stored, normalize)
     query: Any = torch.from_numpy(q) if torch_query else q
-    got = maxsim(query, _layout(docs, dtype, layout), normalize=normalize, tile_tokens=tile)
+    with _kernel(kernel):
+        got = maxsim(query, _layout(docs, dtype, layout), normalize=normalize, tile_tokens=tile)
     assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (len(docs),)
     empty = np.array([d.shape[0] == 0 for d in docs])
     assert np.all(np.isneginf(got[empty]))
@@ -128,9 +147,14 @@ def test_maxsim_matches_float64_reference(
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(problems(), min_size=1, max_size=4), st.sampled_from(DTYPES), st.booleans())
+@given(
+    st.lists(problems(), min_size=1, max_size=4),
+    st.sampled_from(DTYPES),
+    st.booleans(),
+    st.sampled_from(KERNELS),
+)
 def test_batch_equals_single(
-    probs: list[tuple[np.ndarray, list[np.ndarray]]], dtype: str, normalize: bool
+    probs: list[tuple[np.ndarray, list[np.ndarray]]], dtype: str, normalize: bool, kernel: str
 ) -> None:
     dim = probs[0][0].shape[1]
     docs = probs[0][1]
@@ -138,7 +162,8 @@ def test_batch_equals_single(
         q[:, :dim] if q.shape[1] >= dim else np.resize(q, (q.shape[0], dim)) for q, _ in probs
     ]
     packed = pack(docs, dtype=dtype)  # type: ignore[arg-type]
-    batch = maxsim_batch(queries, packed, normalize=normalize, tile_tokens=7)
+    with _kernel(kernel):
+        batch = maxsim_batch(queries, packed, normalize=normalize, tile_tokens=7)
     assert batch.shape == (len(queries), len(docs)) and batch.dtype == np.float32
     for k, q in enumerate(queries):
         single = maxsim(q, packed, normalize=normalize)
@@ -165,17 +190,16 @@ def test_topk_equals_sort(problem: tuple[np.ndarray, list[np.ndarray]], k: int, 
 def test_pure_numpy_kernel(
     problem: tuple[np.ndarray, list[np.ndarray]], dtype: str, tile: int | None
 ) -> None:
-    """Without torch the numpy kernel runs; it must give the same scores."""
-    import vllm_retrieval.core.maxsim as ms
-
+    """Without torch (and without the C kernel) the numpy GEMM runs; same scores."""
     q, docs = problem
     packed = pack(docs, dtype=dtype)  # type: ignore[arg-type]
-    with_torch = maxsim(q, packed, tile_tokens=tile)
-    old, ms.PREFER_TORCH = ms.PREFER_TORCH, False
-    try:
-        without = maxsim(q, packed, tile_tokens=tile)
-    finally:
-        ms.PREFER_TORCH = old
+    with _kernel("gemm"):
+        with_torch = maxsim(q, packed, tile_tokens=tile)
+        old, ms.PREFER_TORCH = ms.PREFER_TORCH, False
+        try:
+            without = maxsim(q, packed, tile_tokens=tile)
+        finally:
+            ms.PREFER_TORCH = old
     stored = _stored(docs, dtype)
     expected = _ref(q, stored)
     empty = np.isneginf(expected)
@@ -245,7 +269,8 @@ def test_reference_helper_agrees() -> None:
     np.testing.assert_allclose(maxsim_reference(q, pack(docs)), _ref(q, docs), rtol=1e-6)
 
 
-def test_large_corpus_is_tiled_and_exact() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_large_corpus_is_tiled_and_exact(kernel: str) -> None:
     """Many tiles, documents straddling tile edges, and a top-10 equal to float64's."""
     rng = np.random.default_rng(4)
     lengths = rng.integers(20, 301, size=300)
@@ -257,10 +282,59 @@ def test_large_corpus_is_tiled_and_exact() -> None:
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     packed = PackedDocs(vec, offsets)
     ref = maxsim_reference(q, packed)
-    got = maxsim(q, packed, tile_tokens=1000)
+    with _kernel(kernel):
+        got = maxsim(q, packed, tile_tokens=1000)
+        idx, _ = maxsim_topk(q, packed, 10)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
-    idx, _ = maxsim_topk(q, packed, 10)
     np.testing.assert_array_equal(idx, np.argsort(-ref, kind="stable")[:10])
+
+
+# -- the fused C kernel -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="built only where a C compiler exists")
+def test_native_kernel_is_built_and_chosen() -> None:
+    """`make` installs with a C compiler: the fused kernel must exist and be the default."""
+    assert ms._native is not None, "vllm_retrieval.core._maxsim_kernel was not built"
+    assert ms.kernel_info().startswith("native")
+    assert ms._native.simd() in {"avx2+fma", "portable"}
+
+
+@pytest.mark.skipif(ms._native is None, reason="the C kernel is not built")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("qlen", [1, 8, 32, 45, 100])
+def test_native_threads_and_query_blocks(
+    dtype: str, qlen: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Documents split between threads and every query-block width (32-wide blocks and the
+    8-wide tail) give the float64 scores; threaded and single-thread results are identical."""
+    rng = np.random.default_rng(qlen)
+    lengths = rng.integers(0, 70, size=200)
+    lengths[::17] = 0
+    docs = [rng.standard_normal((int(t), 48)).astype(np.float32) for t in lengths]
+    q = rng.standard_normal((qlen, 48)).astype(np.float32)
+    packed = pack(docs, dtype=dtype)  # type: ignore[arg-type]
+    monkeypatch.setenv("VLLM_RETRIEVAL_MAXSIM_THREADS", "1")
+    single = maxsim(q, packed)
+    monkeypatch.setenv("VLLM_RETRIEVAL_MAXSIM_THREADS", "3")
+    monkeypatch.setattr(ms, "_PARALLEL_MIN_WORK", 0)
+    threaded = maxsim(q, packed)
+    np.testing.assert_array_equal(threaded, single)
+    stored = _stored(docs, dtype)
+    expected = _ref(q, stored)
+    empty = np.isneginf(expected)
+    assert np.array_equal(np.isneginf(threaded), empty)
+    np.testing.assert_allclose(
+        threaded[~empty], expected[~empty], rtol=1e-5, atol=_tolerance(q, stored)
+    )
+
+
+def test_bad_thread_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_RETRIEVAL_MAXSIM_THREADS", "many")
+    if ms._native is None:
+        pytest.skip("the C kernel is not built")
+    with pytest.raises(ValueError, match="VLLM_RETRIEVAL_MAXSIM_THREADS"):
+        maxsim(np.ones((2, 3), np.float32), [np.ones((4, 3), np.float32)])
 
 
 # -- bad input ----------------------------------------------------------------------------

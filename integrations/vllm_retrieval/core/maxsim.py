@@ -9,15 +9,21 @@ Documents are stored **packed**, never padded: one ``[total_tokens, d]`` matrix 
 :class:`PackedDocs` and :func:`pack`. Storage may be fp32, fp16, bf16 (torch) or int8 with one
 fp32 scale per token row; every dot product is accumulated in fp32 whatever the storage.
 
-The corpus is scored in tiles of whole rows: each tile is converted to fp32, multiplied by all
+On the CPU the corpus is scored by a fused C kernel (``_maxsim_kernel``, built with the
+package; AVX2+FMA chosen at run time, a portable loop elsewhere): for each document a register
+block of document tokens × query tokens is accumulated in fp32 over ``d`` and folded into the
+running maximum, so no similarity matrix is ever written to memory and there is no padding.
+fp16/bf16/int8 documents are widened one document at a time. The documents are split by token
+count between ``os.sched_getaffinity`` threads (``VLLM_RETRIEVAL_MAXSIM_THREADS`` overrides);
+the kernel releases the GIL. Memory beyond the inputs is the ``[n, Q_total]`` result.
+
+Without the compiled kernel (no C compiler at install time), on CUDA, or for fp64 documents,
+the corpus is scored in tiles of whole rows: each tile is converted to fp32, multiplied by all
 query token vectors at once (one GEMM, ``[Q_total, tile]``), reduced to one max per
 (query token, document) with a segmented max, and merged into a running ``[Q_total, n]``
 maximum. Memory is bounded by the tile (``Q_total × tile_tokens`` floats), never
-``Q × total_tokens``; there is no Python loop over documents. With torch installed the
-GEMM runs in torch (MKL, ``torch.get_num_threads()`` threads) for numpy inputs too; without
-torch a pure-numpy kernel does the same work. Throughput is GEMM-bound (``2·Q·d`` flops per
-document token); note that torch's OpenMP threads degrade sharply when the cores are
-oversubscribed by other processes (``benchmarks/maxsim.py --threads 1`` shows the difference).
+``Q × total_tokens``. With torch installed the GEMM runs in torch (MKL) for numpy inputs too;
+without torch a pure-numpy kernel does the same work. :func:`kernel_info` names the path.
 
 Conventions, the same for every function here:
 
@@ -34,9 +40,14 @@ Conventions, the same for every function here:
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
@@ -45,6 +56,7 @@ import numpy.typing as npt
 __all__ = [
     "PackedDocs",
     "alignment",
+    "kernel_info",
     "maxsim",
     "maxsim_batch",
     "maxsim_reference",
@@ -58,6 +70,16 @@ IntArray = npt.NDArray[np.int64]
 
 #: Scores for ``Q_total × tile_tokens`` fp32 values per tile (the memory bound of one step).
 DEFAULT_TILE_ELEMENTS = 1 << 19
+
+_native: ModuleType | None
+try:  # the fused C kernel; absent when the package was installed without a C compiler
+    from . import _maxsim_kernel as _native
+except ImportError:  # pragma: no cover - depends on the build
+    _native = None
+
+#: Which CPU kernel scores documents: ``"auto"`` (native if built, else GEMM), ``"portable"``
+#: (native without SIMD) or ``"gemm"`` (tiled torch/numpy GEMM). For tests and benchmarks.
+_cpu_kernel: Literal["auto", "portable", "gemm"] = "auto"
 
 _NP_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _NP_STORAGE = (*_NP_FLOATS, np.dtype(np.int8))
@@ -354,16 +376,126 @@ def _segment_plan(offsets: IntArray, start: int, stop: int) -> tuple[IntArray, I
     return idx, local
 
 
+def kernel_info() -> str:
+    """Which kernel scores documents on the CPU, e.g. ``"native avx2+fma, 2 threads"``."""
+    if _native is not None and _cpu_kernel != "gemm":
+        simd = "portable" if _cpu_kernel == "portable" else _native.simd()
+        return f"native {simd}, {_native_threads()} threads"
+    if _torch_available():
+        return f"gemm (torch, {_torch().get_num_threads()} threads)"
+    return "gemm (numpy)"
+
+
+def _native_threads() -> int:
+    env = os.environ.get("VLLM_RETRIEVAL_MAXSIM_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(
+                f"VLLM_RETRIEVAL_MAXSIM_THREADS must be an integer, got {env!r}"
+            ) from None
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _get_pool(threads: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maxsim")
+            _pool_size = threads
+        return _pool
+
+
+#: Below this many multiply-adds a call runs on the calling thread alone.
+_PARALLEL_MIN_WORK = 1 << 24
+
+
+def _native_docs(vec: Any) -> tuple[Any, int] | None:
+    """The document rows as a C-contiguous host array and the kernel's dtype code."""
+    if _is_torch(vec):
+        torch = _torch()
+        if vec.device.type != "cpu":
+            return None
+        if vec.dtype == torch.bfloat16:
+            return vec.contiguous().view(torch.int16).numpy(), 2
+        codes = {torch.float32: 0, torch.float16: 1, torch.int8: 3}
+        if vec.dtype not in codes:
+            return None
+        return vec.contiguous().numpy(), codes[vec.dtype]
+    codes_np = {np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.int8): 3}
+    code = codes_np.get(np.asarray(vec).dtype)
+    if code is None:
+        return None
+    return np.ascontiguousarray(vec), code
+
+
+def _max_matrix_native(q: Any, packed: PackedDocs) -> FloatArray | None:
+    """``[Q_total, n]`` maxima from the fused C kernel, or ``None`` if it does not apply."""
+    if _native is None or _cpu_kernel == "gemm":
+        return None
+    if _is_torch(q) and q.device.type != "cpu":
+        return None
+    docs = _native_docs(packed.vectors)
+    if docs is None:
+        return None
+    vec, kind = docs
+    q32 = _to_numpy_f32(q)
+    q_total, d = q32.shape
+    qp = -(-q_total // 8) * 8
+    q_t = np.zeros((d, qp), dtype=np.float32)
+    q_t[:, :q_total] = q32.T
+    n = len(packed)
+    offsets = packed.offsets
+    out = np.empty((n, qp), dtype=np.float32)
+    simd = _cpu_kernel != "portable"
+    scales = packed.scales
+
+    def run(lo: int, hi: int) -> None:
+        assert _native is not None
+        _native.max_matrix(q_t, d, qp, vec, kind, scales, offsets, lo, hi, out[lo:hi], simd)
+
+    threads = _native_threads()
+    work = packed.total_tokens * qp * d
+    if threads == 1 or work < _PARALLEL_MIN_WORK or n < 2:
+        run(0, n)
+    else:
+        # Chunks of about equal token counts, several per thread so that a thread slowed down
+        # by other processes does not hold the rest back.
+        chunks = min(n, threads * 8)
+        bounds = np.searchsorted(
+            offsets, np.linspace(0, packed.total_tokens, chunks + 1)[1:-1], side="left"
+        )
+        edges = np.unique(np.concatenate([[0], bounds, [n]])).astype(np.int64)
+        pool = _get_pool(threads)
+        futures = [pool.submit(run, int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+        for f in futures:
+            f.result()
+    return out[:, :q_total].T
+
+
 def _max_matrix(q: Any, packed: PackedDocs, tile_tokens: int | None) -> Any:
     """``M[k, i] = max_j q_k · d_ij`` as ``[Q_total, n]`` fp32 (``-inf`` for empty docs).
 
     On the CPU (numpy or torch inputs) the result is a numpy array; on CUDA (documents or
     query on a GPU, the other side is moved there) it is a torch tensor on that device.
     """
+    q_total = int(q.shape[0])
+    rows = _tile_rows(q_total, tile_tokens)  # validates tile_tokens whichever kernel runs
+    native = _max_matrix_native(q, packed)
+    if native is not None:
+        return native
     n = len(packed)
     vec = packed.vectors
-    q_total = int(q.shape[0])
-    rows = _tile_rows(q_total, tile_tokens)
     offsets = packed.offsets
     total = packed.total_tokens
     scales = packed.scales
@@ -494,7 +626,8 @@ def maxsim_batch(
         queries: ``m`` query matrices ``[Q_k, d]`` (numpy or torch, floating).
         docs: ``n`` documents ``[T_i, d]`` or :class:`PackedDocs`.
         normalize: divide each query's score by its ``Q_k``.
-        tile_tokens: document rows per tile (default: ``2**19 / Q_total``).
+        tile_tokens: document rows per tile of the GEMM path (default: ``2**19 / Q_total``);
+            the fused CPU kernel needs no tiles.
 
     Returns:
         ``[m, n]`` float32; ``-inf`` for zero-token documents; ``[m, 0]`` for no documents.
