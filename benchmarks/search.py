@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/search.py [--docs 10000 100000] [--compression binary]
-        [--candidates 200] [--queries 50] [--dir /tmp/vllm_retrieval_bench]
+        [--candidates 200 500 1000] [--queries 50] [--dir /tmp/vllm_retrieval_bench]
 
 Documents have ~100 token vectors (d=128) drawn around topic-specific "vocabulary"
 directions; dense vectors are the normalised token means; each query is 32 noisy tokens of
@@ -122,40 +122,45 @@ def run(n_docs: int, args: argparse.Namespace) -> None:
     base = _rss()
     store = MultiVectorStore.open(path)
     queries = [corpus.query(q, n_docs) for q in range(args.queries)]
-    for qd, qt in queries[:5]:  # warm-up
-        store.search_encoded(qd, qt, k=10, mode="hybrid", candidates=args.candidates)
-    lat: list[float] = []
-    got: list[set[int | str]] = []
-    for qd, qt in queries:
-        t = time.perf_counter()
-        hits = store.search_encoded(qd, qt, k=10, mode="hybrid", candidates=args.candidates)
-        lat.append((time.perf_counter() - t) * 1000)
-        got.append({h.id for h in hits})
+    runs: list[tuple[int, list[float], list[set[int | str]]]] = []
+    for candidates in args.candidates:
+        for qd, qt in queries[:5]:  # warm-up
+            store.search_encoded(qd, qt, k=10, mode="hybrid", candidates=candidates)
+        lat: list[float] = []
+        got: list[set[int | str]] = []
+        for qd, qt in queries:
+            t = time.perf_counter()
+            hits = store.search_encoded(qd, qt, k=10, mode="hybrid", candidates=candidates)
+            lat.append((time.perf_counter() - t) * 1000)
+            got.append({h.id for h in hits})
+        runs.append((candidates, sorted(lat), got))
     # Measured before the exhaustive pass, which reads every original vector.
     resident = _rss() - base
-    recall: list[float] = []
     t0 = time.perf_counter()
-    for (qd, qt), ids in zip(queries, got, strict=True):
-        ref = {h.id for h in store.search_encoded(qd, qt, k=10, mode="maxsim")}
-        recall.append(len(ids & ref) / 10)
+    exact = [
+        {h.id for h in store.search_encoded(qd, qt, k=10, mode="maxsim")} for qd, qt in queries
+    ]
     exact_ms = (time.perf_counter() - t0) * 1000 / len(queries)
+    print(f"  exhaustive MaxSim (the recall reference): {exact_ms:.0f} ms/query")
+    for candidates, lat, got in runs:
+        recall = [len(g & r) / 10 for g, r in zip(got, exact, strict=True)]
+        p50 = statistics.median(lat)
+        p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+        print(
+            f"  hybrid (candidates={candidates}): p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+            f"recall@10 {np.mean(recall):.3f}"
+        )
+    resident = _rss() - base
     n_tokens = sum(len(corpus.doc_words(i)) for i in range(0, n_docs, max(1, n_docs // 2000)))
     n_tokens = int(n_tokens * n_docs / len(range(0, n_docs, max(1, n_docs // 2000))))
     disk = store.disk_bytes()
     codes = sum(f.stat().st_size for f in path.rglob("quantized.data"))
     store.close()
-    lat.sort()
-    p50 = statistics.median(lat)
-    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-    print(f"  exhaustive MaxSim: {exact_ms:.0f} ms/query")
-    print(
-        f"  hybrid (candidates={args.candidates}): p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
-        f"recall@10 {np.mean(recall):.3f}"
-    )
     print(
         f"  ~{n_tokens} tokens; resident {resident / n_tokens:.1f} bytes/token "
-        f"(RSS growth after reopen + hybrid queries); disk {disk / n_tokens:.1f} bytes/token; "
-        f"quantised codes {codes / n_tokens:.1f} bytes/token"
+        f"(RSS growth after reopen + hybrid queries); "
+        f"disk {disk / n_tokens:.1f} bytes/token; quantised codes {codes / n_tokens:.1f} "
+        f"bytes/token"
     )
 
 
@@ -163,7 +168,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--compression", default="binary", choices=["none", "fp16", "int8", "binary"])
-    ap.add_argument("--candidates", type=int, default=200)
+    ap.add_argument("--candidates", type=int, nargs="+", default=[200, 500, 1000])
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/vllm_retrieval_bench"))
     args = ap.parse_args()
