@@ -77,6 +77,19 @@ def _tolerance(q: np.ndarray, docs: list[np.ndarray]) -> float:
     return 1e-6 * _magnitude(q, docs) * max(1, q.shape[1]) ** 0.5 + 1e-6
 
 
+def _assert_matches_stored_reference(
+    got: np.ndarray, q: np.ndarray, docs: list[np.ndarray], dtype: str, rtol: float = 1e-5
+) -> np.ndarray:
+    """``got`` equals float64 MaxSim of what ``dtype`` stores (``-inf`` exactly for empty
+    documents); returns the mask of non-empty documents."""
+    stored = _stored(docs, dtype)
+    expected = _ref(q, stored)
+    empty = np.isneginf(expected)
+    assert np.array_equal(np.isneginf(got), empty)
+    np.testing.assert_allclose(got[~empty], expected[~empty], rtol=rtol, atol=_tolerance(q, stored))
+    return ~empty
+
+
 def _layout(docs: list[np.ndarray], dtype: str, layout: str) -> Any:
     if layout.startswith("packed"):
         p = pack(docs if layout.endswith("numpy") else [torch.from_numpy(d) for d in docs],
@@ -200,13 +213,9 @@ def test_pure_numpy_kernel(
             without = maxsim(q, packed, tile_tokens=tile)
         finally:
             ms.PREFER_TORCH = old
-    stored = _stored(docs, dtype)
-    expected = _ref(q, stored)
-    empty = np.isneginf(expected)
-    assert np.array_equal(np.isneginf(without), empty)
-    tol = _tolerance(q, stored)
-    np.testing.assert_allclose(without[~empty], expected[~empty], rtol=1e-5, atol=tol)
-    np.testing.assert_allclose(without[~empty], with_torch[~empty], rtol=1e-5, atol=tol)
+    nonempty = _assert_matches_stored_reference(without, q, docs, dtype)
+    tol = _tolerance(q, _stored(docs, dtype))
+    np.testing.assert_allclose(without[nonempty], with_torch[nonempty], rtol=1e-5, atol=tol)
 
 
 def test_sum_not_mean_and_normalize_option() -> None:
@@ -320,13 +329,7 @@ def test_native_threads_and_query_blocks(
     monkeypatch.setattr(ms, "_PARALLEL_MIN_WORK", 0)
     threaded = maxsim(q, packed)
     np.testing.assert_array_equal(threaded, single)
-    stored = _stored(docs, dtype)
-    expected = _ref(q, stored)
-    empty = np.isneginf(expected)
-    assert np.array_equal(np.isneginf(threaded), empty)
-    np.testing.assert_allclose(
-        threaded[~empty], expected[~empty], rtol=1e-5, atol=_tolerance(q, stored)
-    )
+    _assert_matches_stored_reference(threaded, q, docs, dtype)
 
 
 def test_bad_thread_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -419,13 +422,7 @@ def test_device_scatter_kernel_on_cpu(
         torch.from_numpy(q), packed.vectors, packed.offsets, packed.scales, tile
     )
     scores = got.numpy().astype(np.float64).sum(axis=0)
-    stored = _stored(docs, dtype)
-    expected = _ref(q, stored)
-    empty = np.isneginf(expected)
-    assert np.array_equal(np.isneginf(scores), empty)
-    np.testing.assert_allclose(
-        scores[~empty], expected[~empty], rtol=1e-5, atol=_tolerance(q, stored)
-    )
+    _assert_matches_stored_reference(scores, q, docs, dtype)
 
 
 @pytest.mark.gpu
@@ -437,11 +434,7 @@ def test_cuda_matches_reference(dtype: str) -> None:
     docs = [rng.standard_normal((int(t), 64)).astype(np.float32) for t in rng.integers(0, 90, 50)]
     packed = pack([torch.from_numpy(d).cuda() for d in docs], dtype=dtype)  # type: ignore[arg-type]
     assert packed.vectors.is_cuda
-    stored = _stored(docs, dtype)
-    expected = _ref(q, stored)
     got = maxsim(torch.from_numpy(q).cuda(), packed, tile_tokens=333)
-    empty = np.isneginf(expected)
-    assert np.array_equal(np.isneginf(got), empty)
-    np.testing.assert_allclose(got[~empty], expected[~empty], rtol=1e-4, atol=_tolerance(q, stored))
+    nonempty = _assert_matches_stored_reference(got, q, docs, dtype, rtol=1e-4)
     batch = maxsim_batch([torch.from_numpy(q).cuda(), q[:2]], packed)
-    np.testing.assert_allclose(batch[0][~empty], got[~empty], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(batch[0][nonempty], got[nonempty], rtol=1e-5, atol=1e-4)

@@ -67,11 +67,14 @@ __attribute__((target("avx,f16c"))) static void half_to_float_f16c(const uint16_
     for (; x < count; x++) dst[x] = half_to_float(src[x]);
 }
 
-static int have_f16c(void) {
+/* CPU features, read once: bit 0 = AVX2+FMA (the kernel), bit 1 = AVX+F16C (fp16 widening). */
+enum { CPU_AVX2_FMA = 1, CPU_F16C = 2 };
+static int cpu_features(void) {
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        cached = ((__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? CPU_AVX2_FMA : 0) |
+                 ((__builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c")) ? CPU_F16C : 0);
     }
     return cached;
 }
@@ -81,7 +84,7 @@ static void widen_rows(int kind, const void *vec, const float *scales, int64_t r
                        int d, float *dst) {
     int64_t count = rows * (int64_t)d;
 #if VR_X86
-    if (kind == KIND_F16 && have_f16c()) {
+    if (kind == KIND_F16 && (cpu_features() & CPU_F16C)) {
         half_to_float_f16c((const uint16_t *)vec + row0 * d, count, dst);
         return;
     }
@@ -225,22 +228,13 @@ VR_AVX2 static void doc_avx2(const float *qT, int d, int Qp, const float *doc, i
     for (; qb + 32 <= Qp; qb += 32) block32(qT, d, Qp, qb, doc, len, out);
     for (; qb < Qp; qb += 8) block8(qT, d, Qp, qb, doc, len, out);
 }
-
-static int have_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
 #endif
 
 typedef void (*doc_fn)(const float *, int, int, const float *, int64_t, float *);
 
 static doc_fn pick(int allow_simd) {
 #if VR_X86
-    if (allow_simd && have_avx2()) return doc_avx2;
+    if (allow_simd && (cpu_features() & CPU_AVX2_FMA)) return doc_avx2;
 #else
     (void)allow_simd;
 #endif
@@ -356,7 +350,7 @@ static PyObject *simd_name(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
 #if VR_X86
-    if (have_avx2()) return PyUnicode_FromString("avx2+fma");
+    if ((cpu_features() & CPU_AVX2_FMA)) return PyUnicode_FromString("avx2+fma");
 #endif
     return PyUnicode_FromString("portable");
 }
