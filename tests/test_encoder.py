@@ -294,3 +294,50 @@ def test_engine_start_failure_is_typed(tmp_path: Path) -> None:
     enc = Encoder(model=str(model))
     with pytest.raises(EngineError, match="could not start vLLM"):
         enc.embed_documents(["hello"])
+
+
+def test_dtype_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vllm_retrieval.core.engine as engine_mod
+
+    amx = tmp_path / "amx"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    zen3 = tmp_path / "zen3"
+    zen3.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma f16c\n")
+    assert engine_mod.native_bf16_cpu(str(amx))
+    assert not engine_mod.native_bf16_cpu(str(zen3))
+    assert not engine_mod.native_bf16_cpu(str(tmp_path / "missing"))
+
+    resolve = engine_mod.resolve_dtype
+    monkeypatch.delenv(engine_mod.DTYPE_ENV, raising=False)
+    monkeypatch.setattr(engine_mod, "native_bf16_cpu", lambda cpuinfo="": True)
+    assert resolve(None, cuda=False) == resolve("auto", cuda=False) == "bfloat16"
+    assert resolve(None, cuda=True) == "auto"  # GPU: the model's dtype, vLLM's choice
+    assert resolve("float16", cuda=False) == "float16"  # explicit choices pass through
+    monkeypatch.setattr(engine_mod, "native_bf16_cpu", lambda cpuinfo="": False)
+    assert resolve(None, cuda=False) == "float32"
+    monkeypatch.setenv(engine_mod.DTYPE_ENV, "bfloat16")
+    assert resolve(None, cuda=False) == "bfloat16"
+    assert resolve("float32", cuda=False) == "float32"
+    # Engines are keyed by the resolved dtype: the default and its explicit twin share one.
+    assert Encoder().engine_settings == Encoder(dtype="bfloat16").engine_settings
+    assert Encoder().engine_settings != Encoder(dtype="float32").engine_settings
+
+
+def test_bfloat16_engine_stays_close_to_float32(
+    encoder: Encoder, st_model, docs: list[str]
+) -> None:
+    """The CPU default where bf16 units exist: near-float32 vectors from a bf16 engine."""
+    texts = docs[:12]
+    enc = Encoder(dtype="bfloat16")
+    assert enc.engine_settings.dtype == "bfloat16" != encoder.engine_settings.dtype
+    try:
+        dense, tokens = enc.encode_documents(texts)
+    finally:
+        enc.close()
+    ref_dense = st_model.encode(texts, normalize_embeddings=True)
+    ref_tokens = st_model.encode(texts, output_value="token_embeddings")
+    assert dense.dtype == np.float32 and dense.shape == ref_dense.shape
+    assert _rowwise_cos(dense, ref_dense).min() >= 0.9995
+    for mine, theirs in zip(tokens, ref_tokens, strict=True):
+        assert mine.shape == tuple(theirs.shape)
+        assert _rowwise_cos(mine, theirs.float().numpy()).min() >= 0.999

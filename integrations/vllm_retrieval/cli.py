@@ -72,7 +72,11 @@ def _common_parser() -> argparse.ArgumentParser:
     g.add_argument("--query-length", type=int, help="ColBERT query length ([MASK] expansion)")
     g.add_argument("--pooling", choices=("mean", "cls"), help="dense pooling (default: model's)")
     g.add_argument("--batch-size", type=int, default=64, help="texts per engine request (64)")
-    g.add_argument("--dtype", help="vLLM dtype (default: float32 on CPU, the model's on GPU)")
+    g.add_argument(
+        "--dtype",
+        help="vLLM dtype (default: $VLLM_RETRIEVAL_DTYPE or auto, i.e. bfloat16 on CPUs with "
+        "bf16 units, else float32; the model's on GPU)",
+    )
     g.add_argument(
         "--engine-arg",
         action="append",

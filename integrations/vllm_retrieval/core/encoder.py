@@ -92,7 +92,9 @@ class Encoder(BaseModel):
     batch_size: int = Field(default=64, gt=0, description="Texts per engine request.")
     show_progress: bool = Field(default=False, description="Show a tqdm bar for long inputs.")
     dtype: str | None = Field(
-        default=None, description="vLLM dtype; default float32 on CPU, the model's on GPU."
+        default=None,
+        description="vLLM dtype; default $VLLM_RETRIEVAL_DTYPE or auto: bfloat16 on CPUs with "
+        "bf16 units, else float32; the model's on GPU.",
     )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Further keyword arguments for vllm.LLM."

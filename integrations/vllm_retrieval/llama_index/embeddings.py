@@ -71,7 +71,9 @@ class VLLMEmbedding(BaseEmbedding):
         default=False, description="Show a progress bar while encoding many texts."
     )
     dtype: str | None = Field(
-        default=None, description="vLLM dtype; default float32 on CPU, the model's on GPU."
+        default=None,
+        description="vLLM dtype; default $VLLM_RETRIEVAL_DTYPE or auto: bfloat16 on CPUs with "
+        "bf16 units, else float32; the model's on GPU.",
     )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Further keyword arguments for vllm.LLM."
