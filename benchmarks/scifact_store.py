@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/scifact_store.py [--cache /tmp/vllm_retrieval_cache]
         [--compression none|fp16|int8|binary] [--candidates 200] [--backend edge|client]
+        [--dtype float32|bfloat16] [--no-token-index] [--max-queries N]
 
 Documents are ``title + " " + text`` (5,183 abstracts); queries are the training claims that
 have judgements. Encoding the corpus with the packaged all-MiniLM-L6-v2 on the vLLM CPU
@@ -66,13 +67,13 @@ def _unpack(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 
 
 def encodings(
-    cache: Path, corpus: dict[str, str], queries: dict[str, str]
+    cache: Path, corpus: dict[str, str], queries: dict[str, str], dtype: str | None = None
 ) -> tuple[dict[str, Any], Any]:
     """Encoded corpus and queries, from the cache or from the packaged model (then cached)."""
     from vllm_retrieval import Encoder
 
-    enc = Encoder(show_progress=True)
-    path = cache / "scifact_minilm_encodings.npz"
+    enc = Encoder(show_progress=True, dtype=dtype)
+    path = cache / f"scifact_minilm_encodings_{enc.engine_settings.dtype}.npz"
     if path.is_file():
         z = np.load(path, allow_pickle=False)
         doc_ids = [str(x) for x in z["doc_ids"]]
@@ -138,13 +139,20 @@ def main() -> None:
         "1.5 M tokens is ~1 s/query on 2 cores)",
     )
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--dtype", default=None, help="engine dtype (default: the Encoder's auto)")
+    ap.add_argument(
+        "--no-token-index",
+        action="store_true",
+        help="hybrid from the dense prefetch alone (the index is not built)",
+    )
     args = ap.parse_args()
 
     import ir_measures
     from ir_measures import R, nDCG
 
     corpus, queries, qrels = load_scifact(args.data)
-    enc_data, enc = encodings(args.cache, corpus, queries)
+    enc_data, enc = encodings(args.cache, corpus, queries, args.dtype)
+    dtype = enc.engine_settings.dtype
     if args.encode_only:
         return
     from vllm_retrieval.core.store import MultiVectorStore
@@ -153,7 +161,8 @@ def main() -> None:
     dim = int(enc_data["doc_dense"].shape[1])
     n_tokens = sum(t.shape[0] for t in enc_data["doc_tokens"])
     if args.backend == "edge":
-        index = args.cache / f"scifact_store_{args.compression}"
+        tag = "_dense" if args.no_token_index else ""
+        index = args.cache / f"scifact_store_{args.compression}_{dtype}{tag}"
         if args.rebuild and index.exists():
             shutil.rmtree(index)
         fresh = not index.exists()
@@ -170,12 +179,15 @@ def main() -> None:
             ids=enc_data["doc_ids"],
             show_progress=True,
         )
-        store.optimize()
+        if args.no_token_index:
+            store._backend.optimize()  # HNSW and quantisation only
+        else:
+            store.optimize()
         print(
             f"indexed {len(store)} docs ({n_tokens} tokens) in {time.perf_counter() - t0:.1f} s",
             flush=True,
         )
-    print(f"store: {store!r}")
+    print(f"store: {store!r}; engine dtype {dtype}; token index: {store.token_index}")
     q_index = list(range(len(enc_data["q_ids"])))
     if args.max_queries:
         q_index = q_index[: args.max_queries]

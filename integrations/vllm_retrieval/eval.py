@@ -170,7 +170,9 @@ def index_documents(
     """Add ``(id, text, metadata)`` documents that the store does not hold yet.
 
     Resumable: ids already stored are skipped, and documents are written ``chunk`` at a time,
-    so an interrupted run loses at most one chunk. Returns ``(added, skipped, encode_seconds)``.
+    so an interrupted run loses at most one chunk. After adding, the store is optimised
+    (:meth:`MultiVectorStore.optimize`, which builds the token index once the store holds
+    1,000 documents). Returns ``(added, skipped, encode_seconds)``.
     """
     rows = list(docs)
     by_id: dict[str, tuple[str, Mapping[str, Any]]] = {}
@@ -203,6 +205,8 @@ def index_documents(
     finally:
         if bar is not None:
             bar.close()
+    if todo:
+        store.optimize()  # indexes; the token index once the store holds 1,000 documents
     return len(todo), skipped, seconds
 
 

@@ -11,15 +11,18 @@ Qdrant is the storage engine; this module only maps the project's API onto it:
   or ``client_path=...`` use qdrant-client's local mode (same API, for tests).
 
 Both backends have the same schema: a named dense vector ``"dense"`` (cosine, HNSW), a named
-multivector ``"colbert"`` (cosine, MaxSim comparator, HNSW disabled with ``m=0``), and a
-payload ``{"text", "metadata", "doc_id"}``. String ids are mapped to UUIDv5 point ids (ints
+multivector ``"colbert"`` (cosine, MaxSim comparator, HNSW disabled with ``m=0``), a named
+sparse vector ``"centroids"`` (the token index's postings), and a payload
+``{"text", "metadata", "doc_id"}``. String ids are mapped to UUIDv5 point ids (ints
 are used as they are); results always carry the caller's original id, type preserved.
 
 Search modes (filters apply before scoring in every mode):
 
 ``dense``   cosine on the dense vector (HNSW).
 ``maxsim``  exhaustive MaxSim (sum over query tokens of the best document-token cosine).
-``hybrid``  (default) dense prefetch of ``candidates`` then MaxSim rerank, in one Qdrant query.
+``hybrid``  (default) dense prefetch of ``candidates`` (plus ``candidates`` from the token
+            index's centroid postings once built, see :mod:`.token_index`) then MaxSim
+            rerank of their union, in one Qdrant query.
 ``fusion``  reciprocal-rank fusion (``fusion="rrf"``) or distribution-based normalised score
             fusion (``fusion="dbsf"``) of the dense and exhaustive MaxSim lists.
 
@@ -48,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import StoreCorruptError, StoreError, StoreMismatchError, require
 from .filters import FilterFactory, parse_filter, to_qdrant
+from .token_index import MIN_DOCS, CentroidIndex, Sparse, TokenIndexSettings
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -68,6 +72,8 @@ MODES: tuple[str, ...] = ("dense", "maxsim", "hybrid", "fusion")
 COMPRESSIONS: tuple[str, ...] = ("fp16", "int8", "binary")
 DENSE = "dense"
 TOKENS = "colbert"
+CENTROIDS = "centroids"  # sparse vector: the centroids a document's tokens fall in
+CENTROIDS_FILE = "token_index.npy"
 MANIFEST_NAME = "vllm_retrieval.json"
 SHARD_DIR = "shard"
 FORMAT = "vllm-retrieval/multivector-store"
@@ -118,6 +124,12 @@ class StoreManifest(BaseModel):
     compression: Literal["fp16", "int8", "binary"] | None = None
     encoder: EncoderSettings | None = Field(
         default=None, description="None: vectors are supplied by the caller (add_encoded)."
+    )
+    sparse_vector: str | None = Field(
+        default=None, description="Sparse vector of centroid postings (None: older schema)."
+    )
+    token_index: TokenIndexSettings | None = Field(
+        default=None, description="The trained token index, once built and complete."
     )
 
 
@@ -267,6 +279,7 @@ class _Point:
     dense: FloatArray
     tokens: FloatArray
     payload: dict[str, Any]
+    sparse: Sparse | None = None
 
 
 @dataclass
@@ -297,10 +310,31 @@ class _EdgeBackend:
             filter=lambda **kw: qe.Filter(**kw),
         )
         self.quantized = manifest.compression in ("int8", "binary")
+        self.dir = shard_dir.parent
         if create:
             self.shard = qe.EdgeShard.create(str(shard_dir), self._config(manifest))
         else:
             self.shard = qe.EdgeShard.load(str(shard_dir))
+
+    def save_centroids(self, centroids: FloatArray) -> None:
+        """``token_index.npy`` beside the manifest (written whole, then renamed)."""
+        path = self.dir / CENTROIDS_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as fh:
+            np.save(fh, np.ascontiguousarray(centroids, dtype=np.float32), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+
+    def load_centroids(self) -> FloatArray:
+        try:
+            arr = np.load(self.dir / CENTROIDS_FILE, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise StoreCorruptError(f"token index centroids unreadable: {exc}") from None
+        return np.asarray(arr, dtype=np.float32)
+
+    def save_manifest(self, manifest: StoreManifest) -> None:
+        _write_manifest_file(self.dir / MANIFEST_NAME, manifest)
 
     def _config(self, m: StoreManifest) -> Any:
         qe = self.qe
@@ -321,7 +355,9 @@ class _EdgeBackend:
                     query_encoding=qe.BinaryQuantizationQueryEncoding.Scalar8Bits,
                     memory=qe.Memory.Pinned,
                 )
+        sparse = {CENTROIDS: qe.EdgeSparseVectorParams()} if m.sparse_vector else None
         return qe.EdgeConfig(
+            sparse_vectors=sparse,
             vectors={
                 DENSE: qe.EdgeVectorParams(size=m.dim, distance=qe.Distance.Cosine),
                 TOKENS: qe.EdgeVectorParams(
@@ -334,13 +370,55 @@ class _EdgeBackend:
             },
         )
 
+    def _vectors(self, p: _Point) -> dict[str, Any]:
+        vec: dict[str, Any] = {DENSE: p.dense, TOKENS: p.tokens}
+        if p.sparse is not None:
+            vec[CENTROIDS] = self.qe.SparseVector(*p.sparse)
+        return vec
+
     def upsert(self, points: list[_Point]) -> None:
         qe = self.qe
-        pts = [
-            qe.Point(id=p.pid, vector={DENSE: p.dense, TOKENS: p.tokens}, payload=p.payload)
-            for p in points
-        ]
+        pts = [qe.Point(id=p.pid, vector=self._vectors(p), payload=p.payload) for p in points]
         self.shard.update(qe.UpdateOperation.upsert_points(pts))
+
+    def set_sparse(self, pids: list[int | str], sparse: list[Sparse]) -> None:
+        qe = self.qe
+        ops = [
+            qe.PointVectors(id=pid, vector={CENTROIDS: qe.SparseVector(*sp)})
+            for pid, sp in zip(pids, sparse, strict=True)
+        ]
+        self.shard.update(qe.UpdateOperation.update_vectors(ops))
+
+    def scroll_ids(self, batch: int) -> list[int | str]:
+        """Every point's id (no vectors, no payload)."""
+        out: list[int | str] = []
+        offset: Any = None
+        while True:
+            recs, offset = self.shard.scroll(
+                self.qe.ScrollRequest(
+                    offset=offset, limit=batch, with_payload=False, with_vector=False
+                )
+            )
+            out.extend(r.id if isinstance(r.id, int) else str(r.id) for r in recs)
+            if offset is None or not recs:
+                return out
+
+    def scroll_tokens(self, batch: int) -> Iterator[tuple[list[int | str], list[FloatArray]]]:
+        """Every point's id and token vectors, ``batch`` points at a time."""
+        offset: Any = None
+        while True:
+            recs, offset = self.shard.scroll(
+                self.qe.ScrollRequest(
+                    offset=offset, limit=batch, with_payload=False, with_vector=[TOKENS]
+                )
+            )
+            if recs:
+                yield (
+                    [r.id if isinstance(r.id, int) else str(r.id) for r in recs],
+                    [np.asarray(r.vector[TOKENS], dtype=np.float32) for r in recs],
+                )
+            if offset is None or not recs:
+                return
 
     def delete_ids(self, pids: list[int | str]) -> None:
         self.shard.update(self.qe.UpdateOperation.delete_points(pids))
@@ -376,6 +454,7 @@ class _EdgeBackend:
         candidates: int,
         flt: Any,
         fusion: str,
+        sparse: Sparse | None = None,
     ) -> list[tuple[float, dict[str, Any]]]:
         qe = self.qe
         tok_params = (
@@ -415,6 +494,14 @@ class _EdgeBackend:
                     params=dense_params,
                 )
             ]
+            if sparse is not None:
+                prefetches.append(
+                    qe.Prefetch(
+                        limit=candidates,
+                        query=self._nearest(qe.SparseVector(*sparse), CENTROIDS),
+                        filter=flt,
+                    )
+                )
             query, params = self._nearest(tokens.tolist(), TOKENS), rerank_params  # type: ignore[union-attr]
         else:
             prefetches = [
@@ -525,23 +612,116 @@ class _ClientBackend:
                     **tok_kw,
                 ),
             },
+            sparse_vectors_config=(
+                {CENTROIDS: m.SparseVectorParams()} if manifest.sparse_vector else None
+            ),
             metadata={"vllm_retrieval": manifest.model_dump(mode="json")},
         )
+
+    def save_manifest(self, manifest: StoreManifest) -> None:
+        self.client.update_collection(
+            self.collection, metadata={"vllm_retrieval": manifest.model_dump(mode="json")}
+        )
+
+    @property
+    def _centroid_collection(self) -> str:
+        return f"{self.collection}__token_index"
+
+    def save_centroids(self, centroids: FloatArray) -> None:
+        """A side collection ``<collection>__token_index``: one point per centroid."""
+        m = self.m
+        name = self._centroid_collection
+        if self.client.collection_exists(name):
+            self.client.delete_collection(name)
+        self.client.create_collection(
+            name,
+            vectors_config=m.VectorParams(size=centroids.shape[1], distance=m.Distance.DOT),
+            metadata={"vllm_retrieval_token_index_of": self.collection},
+        )
+        for s in range(0, centroids.shape[0], 1024):
+            self.client.upsert(
+                name,
+                points=[
+                    m.PointStruct(id=s + i, vector=row.tolist(), payload={})
+                    for i, row in enumerate(centroids[s : s + 1024])
+                ],
+                wait=True,
+            )
+
+    def load_centroids(self) -> FloatArray:
+        name = self._centroid_collection
+        if not self.client.collection_exists(name):
+            raise StoreCorruptError(f"token index collection {name!r} is missing")
+        rows: dict[int, list[float]] = {}
+        offset: Any = None
+        while True:
+            recs, offset = self.client.scroll(
+                name, limit=1024, offset=offset, with_payload=False, with_vectors=True
+            )
+            rows.update({int(r.id): r.vector for r in recs})
+            if offset is None or not recs:
+                break
+        if sorted(rows) != list(range(len(rows))):
+            raise StoreCorruptError(f"token index collection {name!r} is incomplete")
+        return np.asarray([rows[i] for i in range(len(rows))], dtype=np.float32)
+
+    def _vectors(self, p: _Point) -> dict[str, Any]:
+        vec: dict[str, Any] = {DENSE: p.dense.tolist(), TOKENS: p.tokens.tolist()}
+        if p.sparse is not None:
+            vec[CENTROIDS] = self.m.SparseVector(indices=p.sparse[0], values=p.sparse[1])
+        return vec
 
     def upsert(self, points: list[_Point]) -> None:
         m = self.m
         self.client.upsert(
             self.collection,
             points=[
-                m.PointStruct(
-                    id=p.pid,
-                    vector={DENSE: p.dense.tolist(), TOKENS: p.tokens.tolist()},
-                    payload=p.payload,
-                )
-                for p in points
+                m.PointStruct(id=p.pid, vector=self._vectors(p), payload=p.payload) for p in points
             ],
             wait=True,
         )
+
+    def set_sparse(self, pids: list[int | str], sparse: list[Sparse]) -> None:
+        m = self.m
+        self.client.update_vectors(
+            self.collection,
+            points=[
+                m.PointVectors(
+                    id=pid, vector={CENTROIDS: m.SparseVector(indices=sp[0], values=sp[1])}
+                )
+                for pid, sp in zip(pids, sparse, strict=True)
+            ],
+            wait=True,
+        )
+
+    def scroll_ids(self, batch: int) -> list[int | str]:
+        out: list[int | str] = []
+        offset: Any = None
+        while True:
+            recs, offset = self.client.scroll(
+                self.collection, limit=batch, offset=offset, with_payload=False, with_vectors=False
+            )
+            out.extend(r.id if isinstance(r.id, int) else str(r.id) for r in recs)
+            if offset is None or not recs:
+                return out
+
+    def scroll_tokens(self, batch: int) -> Iterator[tuple[list[int | str], list[FloatArray]]]:
+        offset: Any = None
+        while True:
+            recs, offset = self.client.scroll(
+                self.collection,
+                limit=batch,
+                offset=offset,
+                with_payload=False,
+                with_vectors=[TOKENS],
+            )
+            if recs:
+                yield (
+                    [r.id if isinstance(r.id, int) else str(r.id) for r in recs],
+                    [np.asarray(r.vector[TOKENS], dtype=np.float32) for r in recs],
+                )
+            if offset is None or not recs:
+                return
 
     def delete_ids(self, pids: list[int | str]) -> None:
         self.client.delete(
@@ -581,6 +761,7 @@ class _ClientBackend:
         candidates: int,
         flt: Any,
         fusion: str,
+        sparse: Sparse | None = None,
     ) -> list[tuple[float, dict[str, Any]]]:
         m = self.m
         tok_params = (
@@ -606,16 +787,26 @@ class _ClientBackend:
         elif mode == "maxsim":
             kw.update(query=tokens.tolist(), using=TOKENS, search_params=exact_params)  # type: ignore[union-attr]
         elif mode == "hybrid":
-            kw.update(
-                prefetch=[
+            prefetch = [
+                m.Prefetch(
+                    query=dense.tolist(),  # type: ignore[union-attr]
+                    using=DENSE,
+                    limit=candidates,
+                    filter=flt,
+                    params=dense_params,
+                )
+            ]
+            if sparse is not None:
+                prefetch.append(
                     m.Prefetch(
-                        query=dense.tolist(),  # type: ignore[union-attr]
-                        using=DENSE,
+                        query=m.SparseVector(indices=sparse[0], values=sparse[1]),
+                        using=CENTROIDS,
                         limit=candidates,
                         filter=flt,
-                        params=dense_params,
                     )
-                ],
+                )
+            kw.update(
+                prefetch=prefetch,
                 query=tokens.tolist(),  # type: ignore[union-attr]
                 using=TOKENS,
                 search_params=rerank_params,
@@ -756,6 +947,7 @@ class MultiVectorStore:
         self.show_progress = show_progress
         self._lock = threading.RLock()
         self._closed = False
+        self._token_index: CentroidIndex | None = None
         self.path: Path | None = None
         self.collection: str | None = None
         self._backend: _EdgeBackend | _ClientBackend
@@ -786,7 +978,12 @@ class MultiVectorStore:
             if encoder is None:
                 raise ValueError("a new store without an encoder needs dim=")
             dim = int(encoder.dimension)
-        return StoreManifest(dim=dim, compression=compression, encoder=settings)  # type: ignore[arg-type]
+        return StoreManifest(
+            dim=dim,
+            compression=compression,  # type: ignore[arg-type]
+            encoder=settings,
+            sparse_vector=CENTROIDS,
+        )
 
     @staticmethod
     def _check(
@@ -854,6 +1051,11 @@ class MultiVectorStore:
             raise
         except Exception as exc:
             raise StoreCorruptError(f"cannot open the Qdrant Edge shard in {path}: {exc}") from exc
+        try:
+            self._token_index = self._load_token_index()
+        except BaseException:
+            self._backend.close()
+            raise
 
     def _open_client(
         self,
@@ -890,11 +1092,12 @@ class MultiVectorStore:
                     raise FileNotFoundError(f"no {where} on the Qdrant server")
                 manifest = self._new_manifest(encoder, compression, dim)
                 backend.create(manifest)
+            self.manifest = manifest
+            self._backend = backend
+            self._token_index = self._load_token_index()
         except BaseException:
             client.close()
             raise
-        self.manifest = manifest
-        self._backend = backend
 
     @classmethod
     def open(
@@ -911,7 +1114,28 @@ class MultiVectorStore:
         """
         return cls(path, encoder=encoder, _must_exist=True, **kwargs)
 
+    def _load_token_index(self) -> CentroidIndex | None:
+        settings = self.manifest.token_index
+        if settings is None:
+            return None
+        from .token_index import checksum
+
+        cents = self._backend.load_centroids()
+        if cents.shape != (settings.centroids, self.manifest.dim) or (
+            checksum(cents) != settings.sha256
+        ):
+            raise StoreCorruptError(
+                f"the token index centroids ({list(cents.shape)}) do not match the manifest "
+                f"({settings.centroids} x {self.manifest.dim}, sha256 {settings.sha256[:12]}...)"
+            )
+        return CentroidIndex(cents)
+
     # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def token_index(self) -> TokenIndexSettings | None:
+        """The token index's settings (``None`` until :meth:`build_token_index` has run)."""
+        return self.manifest.token_index
 
     @property
     def backend(self) -> str:
@@ -1014,6 +1238,10 @@ class MultiVectorStore:
     def _write(self, points: list[_Point]) -> None:
         with self._lock:
             self._ensure_open()
+            index = self._token_index
+            if index is not None:  # new documents join the token index as they are written
+                for p, sparse in zip(points, index.assign([p.tokens for p in points]), strict=True):
+                    p.sparse = sparse
             self._backend.upsert(points)
 
     def _progress(self, total: int, show: bool | None) -> Any:
@@ -1205,8 +1433,12 @@ class MultiVectorStore:
         filter: Mapping[str, Any] | None = None,
         candidates: int = 200,
         fusion: str = "rrf",
+        nprobe: int | None = None,
     ) -> list[SearchHit]:
-        """Search with an already-encoded query (``dense [d]``, ``tokens [Q, d]``)."""
+        """Search with an already-encoded query (``dense [d]``, ``tokens [Q, d]``).
+
+        ``nprobe`` overrides the token index's centroids probed per query token (``hybrid``).
+        """
         k = _check_k(k)
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r} (choose {', '.join(MODES)})")
@@ -1231,10 +1463,19 @@ class MultiVectorStore:
                 raise StoreMismatchError(
                     f"query tokens must be [Q>0, {self.dim}], got {list(q_tok.shape)}"
                 )
+        if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, int)):
+            raise TypeError(f"nprobe must be an int, got {type(nprobe).__name__}")
+        if nprobe is not None and nprobe < 1:
+            raise ValueError(f"nprobe must be > 0, got {nprobe}")
         with self._lock:
             self._ensure_open()
             flt = to_qdrant(node, self._backend.factory) if node is not None else None
-            rows = self._backend.query(mode, q_dense, q_tok, k, max(candidates, k), flt, fusion)
+            index, sparse = self._token_index, None
+            if mode == "hybrid" and index is not None and self.manifest.token_index is not None:
+                sparse = index.probe(q_tok, nprobe or self.manifest.token_index.nprobe)  # type: ignore[arg-type]
+            rows = self._backend.query(
+                mode, q_dense, q_tok, k, max(candidates, k), flt, fusion, sparse
+            )
         return [
             SearchHit(
                 id=payload.get("doc_id", ""),
@@ -1264,17 +1505,26 @@ class MultiVectorStore:
         filter: Mapping[str, Any] | None = None,
         candidates: int = 200,
         fusion: str = "rrf",
+        nprobe: int | None = None,
     ) -> list[SearchHit]:
         """Top-``k`` documents for ``query`` (fewer if the store, or the filter, has fewer).
 
         Scores: cosine (``dense``), MaxSim sum (``maxsim``, ``hybrid``), fused score
-        (``fusion``). ``candidates`` is the dense prefetch depth (``hybrid``) or the depth of
-        each list fused (``fusion``).
+        (``fusion``). ``candidates`` is the depth of each prefetch (``hybrid``: the dense
+        vector and, once built, the token index) or of each list fused (``fusion``);
+        ``nprobe`` overrides the token index's centroids probed per query token.
         """
         self._validate_search(query, k, mode, filter)
         dense, toks = self.encoder.encode_queries([query])
         return self.search_encoded(
-            dense[0], toks[0], k, mode=mode, filter=filter, candidates=candidates, fusion=fusion
+            dense[0],
+            toks[0],
+            k,
+            mode=mode,
+            filter=filter,
+            candidates=candidates,
+            fusion=fusion,
+            nprobe=nprobe,
         )
 
     async def asearch(
@@ -1286,6 +1536,7 @@ class MultiVectorStore:
         filter: Mapping[str, Any] | None = None,
         candidates: int = 200,
         fusion: str = "rrf",
+        nprobe: int | None = None,
     ) -> list[SearchHit]:
         """Async :meth:`search`."""
         self._validate_search(query, k, mode, filter)
@@ -1299,15 +1550,126 @@ class MultiVectorStore:
             filter=filter,
             candidates=candidates,
             fusion=fusion,
+            nprobe=nprobe,
         )
 
     # -- maintenance --------------------------------------------------------------------------
 
     def optimize(self) -> None:
-        """Build indexes / merge segments now (Edge runs its optimisers in-process)."""
+        """Build indexes / merge segments now (Edge runs its optimisers in-process).
+
+        Also builds the token index (:meth:`build_token_index`) the first time the store
+        holds at least 1,000 documents; later documents join it as they are written.
+        """
         with self._lock:
             self._ensure_open()
             self._backend.optimize()
+            if (
+                self.manifest.sparse_vector is not None
+                and self.manifest.token_index is None
+                and self._backend.count() >= MIN_DOCS
+            ):
+                self.build_token_index()
+
+    def _save_manifest(self, manifest: StoreManifest) -> None:
+        self._backend.save_manifest(manifest)
+        self.manifest = manifest
+
+    def build_token_index(
+        self,
+        centroids: int | None = None,
+        *,
+        nprobe: int = 2,
+        sample_tokens: int | None = None,
+        seed: int = 0,
+        show_progress: bool | None = None,
+    ) -> TokenIndexSettings:
+        """(Re)build the token index: k-means centroids over the stored token vectors and
+        every document's centroid postings (a Qdrant sparse vector).
+
+        ``hybrid`` search then prefetches candidates from the postings as well as from the
+        dense vector, which finds the documents that share the query's tokens. Documents
+        added later are assigned to the centroids as they are written; rebuild after the
+        collection has grown several-fold. ``centroids`` defaults to
+        ``2^floor(log2(2 sqrt(T)))`` (T stored tokens, estimated from the sample, 64..8192),
+        trained on up to ``sample_tokens`` (default ``64 * centroids``) tokens of documents
+        drawn at random; then every document is read once and assigned.
+
+        Crash-safe: the old index is dropped from the manifest first and the new one is
+        recorded only once every document carries its postings; until then ``hybrid`` uses
+        the dense prefetch alone.
+        """
+        from .token_index import default_centroids, describe
+
+        if centroids is not None and (
+            isinstance(centroids, bool) or not isinstance(centroids, int) or centroids < 1
+        ):
+            raise ValueError(f"centroids must be a positive int, got {centroids!r}")
+        if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
+            raise ValueError(f"nprobe must be a positive int, got {nprobe!r}")
+        if sample_tokens is not None and (
+            isinstance(sample_tokens, bool)
+            or not isinstance(sample_tokens, int)
+            or sample_tokens < 1
+        ):
+            raise ValueError(f"sample_tokens must be a positive int, got {sample_tokens!r}")
+        if self.manifest.sparse_vector is None:
+            raise StoreError(
+                "this store was created without the centroid sparse vector (an older "
+                "vllm-retrieval); re-create it to use a token index"
+            )
+        with self._lock:
+            self._ensure_open()
+            n_docs = self._backend.count()
+            if n_docs == 0:
+                raise StoreError("cannot build a token index for an empty store")
+            if self.manifest.token_index is not None:
+                self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
+            self._token_index = None
+            # Training sample: whole documents in random order (ids first: a cheap scroll),
+            # until ``sample_tokens`` tokens; T is estimated from the sampled documents.
+            pids = self._backend.scroll_ids(4096)
+            order = np.random.default_rng(seed).permutation(len(pids))
+            sample: list[FloatArray] = []
+            trained = 0
+            want = sample_tokens or 64 * (centroids or 8192)
+            for s in range(0, len(order), self.batch_size):
+                batch = [pids[i] for i in order[s : s + self.batch_size]]
+                recs = self._backend.retrieve(batch, with_tokens=True).values()
+                toks = [r.tokens for r in recs if r.tokens is not None and len(r.tokens)]
+                sample.extend(toks)
+                trained += sum(t.shape[0] for t in toks)
+                if centroids is None and sample:  # the default size follows the estimate
+                    est = trained / len(sample) * len(pids)
+                    want = sample_tokens or 64 * default_centroids(int(est))
+                if trained >= want:
+                    break
+            if not sample:
+                raise StoreError("the store holds no token vectors to build a token index from")
+            k = centroids or default_centroids(int(trained / len(sample) * len(pids)))
+            flat = np.concatenate(sample)
+            del sample
+            if flat.shape[0] > want:
+                pick = np.random.default_rng(seed).choice(flat.shape[0], size=want, replace=False)
+                flat = flat[np.sort(pick)]
+            trained = int(flat.shape[0])
+            index = CentroidIndex.train(flat, k, seed=seed)
+            del flat
+            self._backend.save_centroids(index.centroids)
+            total = 0
+            bar = self._progress(n_docs, show_progress)
+            for batch_ids, toks in self._backend.scroll_tokens(self.batch_size):
+                self._backend.set_sparse(batch_ids, index.assign(toks))
+                total += sum(t.shape[0] for t in toks)
+                if bar is not None:
+                    bar.update(len(batch_ids))
+            if bar is not None:
+                bar.close()
+            settings = TokenIndexSettings.model_validate(describe(index, nprobe, trained, total))
+            self._backend.optimize()
+            self._save_manifest(self.manifest.model_copy(update={"token_index": settings}))
+            self._token_index = index
+            return settings
 
     def flush(self) -> None:
         """Flush segments to disk (acknowledged writes are already durable through the WAL)."""
