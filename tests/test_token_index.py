@@ -174,21 +174,39 @@ def test_documents_added_later_join_the_index(make_store: StoreFactory, corpus: 
     hits = store.search_encoded(qd, qt, k=3, mode="hybrid", candidates=20)
     assert hits[0].id == "needle"
     assert hits[0].score == pytest.approx(float((qt @ qt.T).max(1).sum()), abs=1e-4)
-    # Upsert replaces its postings too: the needle re-written as an unrelated document.
-    far = _unit(-qt)
-    store.add_encoded(["needle"], -qd[None, :], [far], ids=["needle"])
+    # Upsert replaces its postings: re-written with other tokens (and a dense vector unrelated
+    # to either query), the needle is found by a query of its new tokens, through postings
+    # computed at this write only.
+    rng = np.random.default_rng(3)
+    new_tokens = _unit(rng.standard_normal((8, DIM)))
+    away = _unit(np.linalg.svd(np.stack([qd, _unit(new_tokens.mean(0))]))[2][-1])
+    store.add_encoded(["needle"], away[None, :], [new_tokens], ids=["needle"])
+    hits = store.search_encoded(new_tokens.mean(0), new_tokens, k=3, mode="hybrid", candidates=20)
+    assert hits[0].id == "needle"
     assert "needle" not in {h.id for h in store.search_encoded(qd, qt, k=10, candidates=20)}
 
 
 def test_filters_apply_with_the_token_index(make_store: StoreFactory, corpus: Corpus) -> None:
     store = make_store(dim=DIM)
     _fill(store, corpus)
+
+    def filtered_recall() -> float:
+        got = []
+        for q in range(10):
+            qd, qt = corpus.query(q)
+            hits = store.search_encoded(
+                qd, qt, k=5, mode="hybrid", candidates=20, filter={"shard": 1}
+            )
+            assert hits and all(h.metadata["shard"] == 1 for h in hits)
+            want = corpus.exact(qt, 5, keep=lambda i: i % 3 == 1)
+            got.append(len({h.id for h in hits} & set(want)) / 5)
+        return float(np.mean(got))
+
+    before = filtered_recall()
     store.build_token_index(centroids=256)
-    for q in range(5):
-        qd, qt = corpus.query(q)
-        hits = store.search_encoded(qd, qt, k=5, mode="hybrid", candidates=600, filter={"shard": 1})
-        assert all(h.metadata["shard"] == 1 for h in hits)
-        assert [h.id for h in hits] == corpus.exact(qt, 5, keep=lambda i: i % 3 == 1)
+    # The postings prefetch is filtered too: its 20 candidates all match the filter.
+    after = filtered_recall()
+    assert before < 0.8 and after >= 0.9, (before, after)
 
 
 def test_token_index_survives_reopen_and_detects_damage(
@@ -212,17 +230,25 @@ def test_token_index_survives_reopen_and_detects_damage(
         np.save(path, np.zeros((128, DIM), np.float32))
         with pytest.raises(StoreCorruptError, match="token index"):
             make_store(reopen=True)
-        path.write_bytes(b"\x80\x04K\x01.")  # a pickle: never loaded
-        with pytest.raises(StoreCorruptError, match="token index"):
-            make_store(reopen=True)
+        for damage in (b"\x80\x04K\x01.", b""):  # a pickle (never loaded), an empty file
+            path.write_bytes(damage)
+            with pytest.raises(StoreCorruptError, match="drop_token_index"):
+                make_store(reopen=True)
     else:
         from qdrant_client import QdrantClient
 
         client = QdrantClient(path=str(tmp_path / "qc"))
         client.delete_collection("docs__token_index")
         client.close()
-        with pytest.raises(StoreCorruptError, match="token index"):
+        with pytest.raises(StoreCorruptError, match="drop_token_index"):
             make_store(reopen=True)
+    # The escape hatch: forget the index, search on the dense prefetch, rebuild.
+    fixed = make_store(reopen=True, drop_token_index=True)
+    assert fixed.token_index is None and len(fixed) == 1100
+    assert fixed.search_encoded(qd, qt, k=3, candidates=20)
+    assert fixed.build_token_index(centroids=64).centroids == 64
+    fixed.close()
+    assert make_store(reopen=True).token_index is not None
 
 
 def test_interrupted_rebuild_falls_back_to_dense(
@@ -278,14 +304,21 @@ def test_bad_token_index_calls(make_store: StoreFactory, corpus: Corpus) -> None
     with pytest.raises(StoreError, match="empty"):
         store.build_token_index()
     _fill(store, corpus, n=50)
-    for bad in (0, -3, True, 2.5):
+    for bad in (0, -3):
         with pytest.raises(ValueError, match="centroids"):
-            store.build_token_index(centroids=bad)  # type: ignore[arg-type]
+            store.build_token_index(centroids=bad)
+    for wrong in (True, 2.5, "64"):
+        with pytest.raises(TypeError, match="centroids"):
+            store.build_token_index(centroids=wrong)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nprobe"):
         store.build_token_index(nprobe=0)
     with pytest.raises(ValueError, match="sample_tokens"):
         store.build_token_index(sample_tokens=0)
     assert store.token_index is None and len(store) == 50
+    with pytest.raises(ValueError, match="sample"):
+        CentroidIndex.train(np.zeros((0, DIM), np.float32), 8)
+    # numpy integers are ints
+    assert store.build_token_index(centroids=np.int64(16), nprobe=np.int64(1)).centroids == 16
 
 
 def test_older_schema_cannot_build(tmp_path: Path, corpus: Corpus) -> None:
@@ -302,3 +335,23 @@ def test_older_schema_cannot_build(tmp_path: Path, corpus: Corpus) -> None:
     old.optimize()  # no index, no error
     assert old.token_index is None
     old.close()
+
+
+def test_client_refuses_to_replace_a_foreign_collection(tmp_path: Path, corpus: Corpus) -> None:
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(tmp_path / "qc"))
+    client.create_collection(
+        "docs__token_index", vectors_config=models.VectorParams(size=4, distance="Cosine")
+    )
+    client.upsert("docs__token_index", points=[models.PointStruct(id=1, vector=[1, 0, 0, 0])])
+    client.close()
+    store = MultiVectorStore(client_path=tmp_path / "qc", collection="docs", dim=DIM)
+    _fill(store, corpus, n=200)
+    with pytest.raises(StoreError, match="not this store's token index"):
+        store.build_token_index(centroids=32)
+    assert store.token_index is None
+    store.close()
+    client = QdrantClient(path=str(tmp_path / "qc"))
+    assert client.count("docs__token_index").count == 1  # untouched
+    client.close()

@@ -74,6 +74,7 @@ DENSE = "dense"
 TOKENS = "colbert"
 CENTROIDS = "centroids"  # sparse vector: the centroids a document's tokens fall in
 CENTROIDS_FILE = "token_index.npy"
+_SIDE_OWNER = "vllm_retrieval_token_index_of"  # metadata of the server's centroid collection
 MANIFEST_NAME = "vllm_retrieval.json"
 SHARD_DIR = "shard"
 FORMAT = "vllm-retrieval/multivector-store"
@@ -265,11 +266,11 @@ def _check_tokens(tokens: Any, n: int, dim: int) -> list[FloatArray]:
     return clean
 
 
-def _check_k(k: Any) -> int:
+def _check_k(k: Any, what: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
+        raise TypeError(f"{what} must be an int, got {type(k).__name__}")
     if k <= 0:
-        raise ValueError(f"k must be > 0, got {k}")
+        raise ValueError(f"{what} must be > 0, got {k}")
     return int(k)
 
 
@@ -329,9 +330,11 @@ class _EdgeBackend:
     def load_centroids(self) -> FloatArray:
         try:
             arr = np.load(self.dir / CENTROIDS_FILE, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.ndim != 2:
+                raise ValueError(f"not a float32 matrix: {type(arr).__name__}")
+        except Exception as exc:  # any damage is reported as such, never as a crash
             raise StoreCorruptError(f"token index centroids unreadable: {exc}") from None
-        return np.asarray(arr, dtype=np.float32)
+        return arr
 
     def save_manifest(self, manifest: StoreManifest) -> None:
         _write_manifest_file(self.dir / MANIFEST_NAME, manifest)
@@ -632,11 +635,17 @@ class _ClientBackend:
         m = self.m
         name = self._centroid_collection
         if self.client.collection_exists(name):
+            meta = self.client.get_collection(name).config.metadata or {}
+            if meta.get(_SIDE_OWNER) != self.collection:
+                raise StoreError(
+                    f"collection {name!r} exists and is not this store's token index: "
+                    "refusing to replace it"
+                )
             self.client.delete_collection(name)
         self.client.create_collection(
             name,
             vectors_config=m.VectorParams(size=centroids.shape[1], distance=m.Distance.DOT),
-            metadata={"vllm_retrieval_token_index_of": self.collection},
+            metadata={_SIDE_OWNER: self.collection},
         )
         for s in range(0, centroids.shape[0], 1024):
             self.client.upsert(
@@ -652,18 +661,27 @@ class _ClientBackend:
         name = self._centroid_collection
         if not self.client.collection_exists(name):
             raise StoreCorruptError(f"token index collection {name!r} is missing")
-        rows: dict[int, list[float]] = {}
-        offset: Any = None
-        while True:
-            recs, offset = self.client.scroll(
-                name, limit=1024, offset=offset, with_payload=False, with_vectors=True
-            )
-            rows.update({int(r.id): r.vector for r in recs})
-            if offset is None or not recs:
-                break
-        if sorted(rows) != list(range(len(rows))):
-            raise StoreCorruptError(f"token index collection {name!r} is incomplete")
-        return np.asarray([rows[i] for i in range(len(rows))], dtype=np.float32)
+        try:
+            meta = self.client.get_collection(name).config.metadata or {}
+            if meta.get(_SIDE_OWNER) != self.collection:
+                raise ValueError("it belongs to another collection")
+            rows: dict[int, Any] = {}
+            offset: Any = None
+            while True:
+                recs, offset = self.client.scroll(
+                    name, limit=1024, offset=offset, with_payload=False, with_vectors=True
+                )
+                for r in recs:
+                    if not isinstance(r.id, int) or not isinstance(r.vector, list):
+                        raise ValueError(f"unexpected point {r.id!r}")
+                    rows[r.id] = r.vector
+                if offset is None or not recs:
+                    break
+            if sorted(rows) != list(range(len(rows))):
+                raise ValueError("centroid ids are not 0..K-1")
+            return np.asarray([rows[i] for i in range(len(rows))], dtype=np.float32)
+        except Exception as exc:  # any damage is reported as such, never as a crash
+            raise StoreCorruptError(f"token index collection {name!r} unreadable: {exc}") from None
 
     def _vectors(self, p: _Point) -> dict[str, Any]:
         vec: dict[str, Any] = {DENSE: p.dense.tolist(), TOKENS: p.tokens.tolist()}
@@ -910,6 +928,9 @@ class MultiVectorStore:
             from the encoder). Checked against the store on reopen.
         batch_size: Documents per write (and per encoder call in ``add_texts``).
         show_progress: Show a tqdm bar while ingesting.
+        drop_token_index: Forget a recorded token index on opening (e.g. after its centroids
+            were lost or damaged, which otherwise raises ``StoreCorruptError``); ``hybrid``
+            then uses the dense prefetch until :meth:`build_token_index` runs again.
     """
 
     def __init__(
@@ -927,6 +948,7 @@ class MultiVectorStore:
         dim: int | None = None,
         batch_size: int = 256,
         show_progress: bool = False,
+        drop_token_index: bool = False,
         _must_exist: bool = False,
     ) -> None:
         if compression is not None and compression not in COMPRESSIONS:
@@ -947,6 +969,7 @@ class MultiVectorStore:
         self.show_progress = show_progress
         self._lock = threading.RLock()
         self._closed = False
+        self._drop_token_index = bool(drop_token_index)
         self._token_index: CentroidIndex | None = None
         self.path: Path | None = None
         self.collection: str | None = None
@@ -1118,17 +1141,36 @@ class MultiVectorStore:
         settings = self.manifest.token_index
         if settings is None:
             return None
+        if self._drop_token_index:
+            self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
+            return None
         from .token_index import checksum
 
-        cents = self._backend.load_centroids()
+        hint = "; open with drop_token_index=True, then build_token_index() again"
+        try:
+            cents = self._backend.load_centroids()
+        except StoreCorruptError as exc:
+            raise StoreCorruptError(f"{exc}{hint}") from None
         if cents.shape != (settings.centroids, self.manifest.dim) or (
             checksum(cents) != settings.sha256
         ):
             raise StoreCorruptError(
                 f"the token index centroids ({list(cents.shape)}) do not match the manifest "
                 f"({settings.centroids} x {self.manifest.dim}, sha256 {settings.sha256[:12]}...)"
+                f"{hint}"
             )
         return CentroidIndex(cents)
+
+    def _sync_token_index(self) -> None:
+        """On a server other processes may (re)build the index: follow the recorded one."""
+        if not isinstance(self._backend, _ClientBackend):
+            return
+        raw = self._backend.read_manifest()
+        recorded = raw.get("token_index") if raw else None
+        mine = self.manifest.token_index
+        if recorded != (mine.model_dump(mode="json") if mine is not None else None):
+            self.manifest = _parse_manifest(raw, f"collection {self.collection!r}")
+            self._token_index = self._load_token_index()
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -1238,6 +1280,7 @@ class MultiVectorStore:
     def _write(self, points: list[_Point]) -> None:
         with self._lock:
             self._ensure_open()
+            self._sync_token_index()
             index = self._token_index
             if index is not None:  # new documents join the token index as they are written
                 for p, sparse in zip(points, index.assign([p.tokens for p in points]), strict=True):
@@ -1463,10 +1506,7 @@ class MultiVectorStore:
                 raise StoreMismatchError(
                     f"query tokens must be [Q>0, {self.dim}], got {list(q_tok.shape)}"
                 )
-        if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, int)):
-            raise TypeError(f"nprobe must be an int, got {type(nprobe).__name__}")
-        if nprobe is not None and nprobe < 1:
-            raise ValueError(f"nprobe must be > 0, got {nprobe}")
+        nprobe = None if nprobe is None else _check_k(nprobe, "nprobe")
         with self._lock:
             self._ensure_open()
             flt = to_qdrant(node, self._backend.factory) if node is not None else None
@@ -1486,12 +1526,16 @@ class MultiVectorStore:
             for score, payload in rows
         ]
 
-    def _validate_search(self, query: Any, k: Any, mode: str, filter: Any) -> None:
+    def _validate_search(
+        self, query: Any, k: Any, mode: str, filter: Any, nprobe: Any = None
+    ) -> None:
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         if not query:
             raise ValueError("query is an empty string")
         _check_k(k)
+        if nprobe is not None:
+            _check_k(nprobe, "nprobe")
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r} (choose {', '.join(MODES)})")
         parse_filter(filter)
@@ -1514,7 +1558,7 @@ class MultiVectorStore:
         vector and, once built, the token index) or of each list fused (``fusion``);
         ``nprobe`` overrides the token index's centroids probed per query token.
         """
-        self._validate_search(query, k, mode, filter)
+        self._validate_search(query, k, mode, filter, nprobe)
         dense, toks = self.encoder.encode_queries([query])
         return self.search_encoded(
             dense[0],
@@ -1539,7 +1583,7 @@ class MultiVectorStore:
         nprobe: int | None = None,
     ) -> list[SearchHit]:
         """Async :meth:`search`."""
-        self._validate_search(query, k, mode, filter)
+        self._validate_search(query, k, mode, filter, nprobe)
         dense, toks = await self.encoder.aencode_queries([query])
         return await asyncio.to_thread(
             self.search_encoded,
@@ -1597,22 +1641,15 @@ class MultiVectorStore:
 
         Crash-safe: the old index is dropped from the manifest first and the new one is
         recorded only once every document carries its postings; until then ``hybrid`` uses
-        the dense prefetch alone.
+        the dense prefetch alone. The build holds the store's lock (searches and writes of
+        this object wait for it); on a server, build while no other process writes to the
+        collection (other writers pick up the new index at their next write).
         """
         from .token_index import default_centroids, describe
 
-        if centroids is not None and (
-            isinstance(centroids, bool) or not isinstance(centroids, int) or centroids < 1
-        ):
-            raise ValueError(f"centroids must be a positive int, got {centroids!r}")
-        if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
-            raise ValueError(f"nprobe must be a positive int, got {nprobe!r}")
-        if sample_tokens is not None and (
-            isinstance(sample_tokens, bool)
-            or not isinstance(sample_tokens, int)
-            or sample_tokens < 1
-        ):
-            raise ValueError(f"sample_tokens must be a positive int, got {sample_tokens!r}")
+        centroids = None if centroids is None else _check_k(centroids, "centroids")
+        nprobe = _check_k(nprobe, "nprobe")
+        sample_tokens = None if sample_tokens is None else _check_k(sample_tokens, "sample_tokens")
         if self.manifest.sparse_vector is None:
             raise StoreError(
                 "this store was created without the centroid sparse vector (an older "

@@ -6,10 +6,12 @@ each. The token index clusters the stored token vectors with k-means (faiss, sph
 indexes every document by the *set of centroids its tokens fall in*, as a Qdrant sparse vector
 (Qdrant's inverted index; nothing here is a database). A query token probes its ``nprobe``
 nearest centroids; the sparse query vector weights each probed centroid by the summed
-similarity of the query tokens that probe it, so a document's sparse score is a centroid
-approximation of MaxSim, ``sum_i max_{c in doc, c probed by i} q_i . c`` (for ``nprobe=1``
-exactly that). The store prefetches the best ``candidates`` by this score (next to the dense
-prefetch) and reranks their union with exact MaxSim on the stored vectors.
+similarity of the query tokens that probe it, so a document's sparse score is
+``sum_i sum_{c in doc, c probed by i} q_i . c``: for ``nprobe=1`` exactly the centroid
+approximation of MaxSim, ``sum_i [c_i in doc] q_i . c_i``; for larger ``nprobe`` it can count
+several centroids of one query token (a candidate generator, not a score). The store
+prefetches the best ``candidates`` by this score (next to the dense prefetch) and reranks
+their union with exact MaxSim on the stored vectors.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ class CentroidIndex:
         """Spherical k-means on ``sample`` (L2-normalised token vectors)."""
         faiss = require("faiss", "qdrant")
         x = np.ascontiguousarray(sample, dtype=np.float32)
-        k = int(min(k, x.shape[0]))
+        if x.ndim != 2 or x.shape[0] == 0 or k < 1:
+            raise ValueError(f"need k >= 1 and a [n>0, d] sample, got k={k}, {list(x.shape)}")
+        k = int(min(k, x.shape[0]))  # at most one centroid per sampled token
         km = faiss.Kmeans(
             x.shape[1],
             k,
