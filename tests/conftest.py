@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,6 +18,7 @@ os.environ.setdefault("VLLM_RETRIEVAL_DTYPE", "float32")
 import pytest
 
 from vllm_retrieval import Encoder, shutdown_engines
+from vllm_retrieval.core.store import MultiVectorStore
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = Path(os.environ.get("SCIFACT_DIR", REPO.parent / "shared" / "data" / "scifact"))
@@ -70,3 +72,26 @@ def scifact_sample(scifact_dir: Path) -> dict[str, object]:
         "qrels": {q: qrels[q] for q in chosen},
         "corpus": corpus,
     }
+
+
+StoreFactory = Callable[..., MultiVectorStore]
+
+
+@pytest.fixture(params=["edge", "client"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Open (or reopen) a store of the parametrised backend in this test's tmp dir."""
+    opened: list[MultiVectorStore] = []
+
+    def factory(*, reopen: bool = False, **kw: Any) -> MultiVectorStore:
+        if request.param == "edge":
+            target: dict[str, Any] = {"path": tmp_path / "idx"}
+        else:
+            target = {"client_path": tmp_path / "qdrant_local", "collection": "docs"}
+        store = (MultiVectorStore.open if reopen else MultiVectorStore)(**target, **kw)
+        opened.append(store)
+        return store
+
+    factory.backend = request.param  # type: ignore[attr-defined]
+    yield factory
+    for s in opened:
+        s.close()

@@ -27,28 +27,7 @@ MODES = ["dense", "maxsim", "hybrid", "fusion"]
 DIM = 16
 N = 120
 REPO = Path(__file__).resolve().parents[1]
-
-StoreFactory = Callable[..., MultiVectorStore]
-
-
-@pytest.fixture(params=BACKENDS)
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Open (or reopen) a store of the parametrised backend in this test's tmp dir."""
-    opened: list[MultiVectorStore] = []
-
-    def factory(*, reopen: bool = False, **kw: Any) -> MultiVectorStore:
-        if request.param == "edge":
-            target: dict[str, Any] = {"path": tmp_path / "idx"}
-        else:
-            target = {"client_path": tmp_path / "qdrant_local", "collection": "docs"}
-        store = (MultiVectorStore.open if reopen else MultiVectorStore)(**target, **kw)
-        opened.append(store)
-        return store
-
-    factory.backend = request.param  # type: ignore[attr-defined]
-    yield factory
-    for s in opened:
-        s.close()
+StoreFactory = Callable[..., MultiVectorStore]  # the make_store fixture (conftest.py)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ strong one. Expectations are computed here with numpy (exact MaxSim, brute-force
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from vllm_retrieval import StoreCorruptError
 from vllm_retrieval.core.errors import StoreError
 from vllm_retrieval.core.store import MultiVectorStore
 from vllm_retrieval.core.token_index import MIN_DOCS, CentroidIndex, default_centroids
+
+StoreFactory = Callable[..., MultiVectorStore]  # the make_store fixture (conftest.py)
 
 DIM = 32
 N_DOCS = 1500
@@ -64,28 +66,6 @@ class Corpus:
 @pytest.fixture(scope="module")
 def corpus() -> Corpus:
     return Corpus()
-
-
-StoreFactory = Callable[..., MultiVectorStore]
-
-
-@pytest.fixture(params=["edge", "client"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    opened: list[MultiVectorStore] = []
-
-    def factory(*, reopen: bool = False, **kw: Any) -> MultiVectorStore:
-        if request.param == "edge":
-            target: dict[str, Any] = {"path": tmp_path / "idx"}
-        else:
-            target = {"client_path": tmp_path / "qc", "collection": "docs"}
-        store = (MultiVectorStore.open if reopen else MultiVectorStore)(**target, **kw)
-        opened.append(store)
-        return store
-
-    factory.backend = request.param  # type: ignore[attr-defined]
-    yield factory
-    for s in opened:
-        s.close()
 
 
 def _fill(store: MultiVectorStore, corpus: Corpus, n: int = N_DOCS) -> None:
@@ -237,7 +217,7 @@ def test_token_index_survives_reopen_and_detects_damage(
     else:
         from qdrant_client import QdrantClient
 
-        client = QdrantClient(path=str(tmp_path / "qc"))
+        client = QdrantClient(path=str(tmp_path / "qdrant_local"))
         client.delete_collection("docs__token_index")
         client.close()
         with pytest.raises(StoreCorruptError, match="drop_token_index"):
@@ -340,18 +320,18 @@ def test_older_schema_cannot_build(tmp_path: Path, corpus: Corpus) -> None:
 def test_client_refuses_to_replace_a_foreign_collection(tmp_path: Path, corpus: Corpus) -> None:
     from qdrant_client import QdrantClient, models
 
-    client = QdrantClient(path=str(tmp_path / "qc"))
+    client = QdrantClient(path=str(tmp_path / "qdrant_local"))
     client.create_collection(
         "docs__token_index", vectors_config=models.VectorParams(size=4, distance="Cosine")
     )
     client.upsert("docs__token_index", points=[models.PointStruct(id=1, vector=[1, 0, 0, 0])])
     client.close()
-    store = MultiVectorStore(client_path=tmp_path / "qc", collection="docs", dim=DIM)
+    store = MultiVectorStore(client_path=tmp_path / "qdrant_local", collection="docs", dim=DIM)
     _fill(store, corpus, n=200)
     with pytest.raises(StoreError, match="not this store's token index"):
         store.build_token_index(centroids=32)
     assert store.token_index is None
     store.close()
-    client = QdrantClient(path=str(tmp_path / "qc"))
+    client = QdrantClient(path=str(tmp_path / "qdrant_local"))
     assert client.count("docs__token_index").count == 1  # untouched
     client.close()

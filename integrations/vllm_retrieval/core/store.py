@@ -392,36 +392,16 @@ class _EdgeBackend:
         ]
         self.shard.update(qe.UpdateOperation.update_vectors(ops))
 
-    def scroll_ids(self, batch: int) -> list[int | str]:
-        """Every point's id (no vectors, no payload)."""
-        out: list[int | str] = []
-        offset: Any = None
-        while True:
-            recs, offset = self.shard.scroll(
-                self.qe.ScrollRequest(
-                    offset=offset, limit=batch, with_payload=False, with_vector=False
-                )
+    def scroll_page(self, offset: Any, batch: int, with_tokens: bool) -> tuple[list[Any], Any]:
+        """One page of points (ids, token vectors if asked) and the next offset."""
+        return self.shard.scroll(  # type: ignore[no-any-return]
+            self.qe.ScrollRequest(
+                offset=offset,
+                limit=batch,
+                with_payload=False,
+                with_vector=[TOKENS] if with_tokens else False,
             )
-            out.extend(r.id if isinstance(r.id, int) else str(r.id) for r in recs)
-            if offset is None or not recs:
-                return out
-
-    def scroll_tokens(self, batch: int) -> Iterator[tuple[list[int | str], list[FloatArray]]]:
-        """Every point's id and token vectors, ``batch`` points at a time."""
-        offset: Any = None
-        while True:
-            recs, offset = self.shard.scroll(
-                self.qe.ScrollRequest(
-                    offset=offset, limit=batch, with_payload=False, with_vector=[TOKENS]
-                )
-            )
-            if recs:
-                yield (
-                    [r.id if isinstance(r.id, int) else str(r.id) for r in recs],
-                    [np.asarray(r.vector[TOKENS], dtype=np.float32) for r in recs],
-                )
-            if offset is None or not recs:
-                return
+        )
 
     def delete_ids(self, pids: list[int | str]) -> None:
         self.shard.update(self.qe.UpdateOperation.delete_points(pids))
@@ -712,34 +692,14 @@ class _ClientBackend:
             wait=True,
         )
 
-    def scroll_ids(self, batch: int) -> list[int | str]:
-        out: list[int | str] = []
-        offset: Any = None
-        while True:
-            recs, offset = self.client.scroll(
-                self.collection, limit=batch, offset=offset, with_payload=False, with_vectors=False
-            )
-            out.extend(r.id if isinstance(r.id, int) else str(r.id) for r in recs)
-            if offset is None or not recs:
-                return out
-
-    def scroll_tokens(self, batch: int) -> Iterator[tuple[list[int | str], list[FloatArray]]]:
-        offset: Any = None
-        while True:
-            recs, offset = self.client.scroll(
-                self.collection,
-                limit=batch,
-                offset=offset,
-                with_payload=False,
-                with_vectors=[TOKENS],
-            )
-            if recs:
-                yield (
-                    [r.id if isinstance(r.id, int) else str(r.id) for r in recs],
-                    [np.asarray(r.vector[TOKENS], dtype=np.float32) for r in recs],
-                )
-            if offset is None or not recs:
-                return
+    def scroll_page(self, offset: Any, batch: int, with_tokens: bool) -> tuple[list[Any], Any]:
+        return self.client.scroll(  # type: ignore[no-any-return]
+            self.collection,
+            limit=batch,
+            offset=offset,
+            with_payload=False,
+            with_vectors=[TOKENS] if with_tokens else False,
+        )
 
     def delete_ids(self, pids: list[int | str]) -> None:
         self.client.delete(
@@ -866,6 +826,25 @@ class _ClientBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _scroll(
+    backend: _EdgeBackend | _ClientBackend, batch: int, with_tokens: bool
+) -> Iterator[tuple[list[int | str], list[FloatArray]]]:
+    """Every point of the store, ``batch`` at a time: ids and (if asked) token vectors."""
+    offset: Any = None
+    while True:
+        recs, offset = backend.scroll_page(offset, batch, with_tokens)
+        if recs:
+            pids = [r.id if isinstance(r.id, int) else str(r.id) for r in recs]
+            toks = (
+                [np.asarray(r.vector[TOKENS], dtype=np.float32) for r in recs]
+                if with_tokens
+                else []
+            )
+            yield pids, toks
+        if offset is None or not recs:
+            return
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -1665,7 +1644,7 @@ class MultiVectorStore:
             self._token_index = None
             # Training sample: whole documents in random order (ids first: a cheap scroll),
             # until ``sample_tokens`` tokens; T is estimated from the sampled documents.
-            pids = self._backend.scroll_ids(4096)
+            pids = [p for page, _ in _scroll(self._backend, 4096, False) for p in page]
             order = np.random.default_rng(seed).permutation(len(pids))
             sample: list[FloatArray] = []
             trained = 0
@@ -1695,7 +1674,7 @@ class MultiVectorStore:
             self._backend.save_centroids(index.centroids)
             total = 0
             bar = self._progress(n_docs, show_progress)
-            for batch_ids, toks in self._backend.scroll_tokens(self.batch_size):
+            for batch_ids, toks in _scroll(self._backend, self.batch_size, True):
                 self._backend.set_sparse(batch_ids, index.assign(toks))
                 total += sum(t.shape[0] for t in toks)
                 if bar is not None:
