@@ -335,3 +335,26 @@ def test_client_refuses_to_replace_a_foreign_collection(tmp_path: Path, corpus: 
     client = QdrantClient(path=str(tmp_path / "qdrant_local"))
     assert client.count("docs__token_index").count == 1  # untouched
     client.close()
+
+
+def test_fusion_fuses_the_reranked_pool(make_store: StoreFactory, corpus: Corpus) -> None:
+    """With a token index, fusion's MaxSim list is hybrid's (pool reranked), not exhaustive."""
+    store = make_store(dim=DIM)
+    _fill(store, corpus)
+    store.build_token_index(centroids=256)
+    c, differs = 8, 0
+    for q in range(6):
+        qd, qt = corpus.query(q)
+        dense = [h.id for h in store.search_encoded(qd, qt, k=c, mode="dense", candidates=c)]
+        pool = [h.id for h in store.search_encoded(qd, qt, k=c, candidates=c, nprobe=1)]
+        differs += pool != corpus.exact(qt, c)
+        rrf: dict[Any, float] = {}
+        for ranked in (dense, pool):
+            for rank, i in enumerate(ranked):
+                rrf[i] = rrf.get(i, 0.0) + 1 / (60 + rank)
+        fused = store.search_encoded(qd, qt, k=c, mode="fusion", candidates=c, nprobe=1)
+        np.testing.assert_allclose(
+            [h.score for h in fused], sorted(rrf.values(), reverse=True)[:c], rtol=1e-5
+        )
+        assert all(rrf[h.id] == pytest.approx(h.score, rel=1e-5) for h in fused)
+    assert differs  # the pool's MaxSim list is not the exhaustive one: the check can fail

@@ -24,7 +24,8 @@ Search modes (filters apply before scoring in every mode):
             index's centroid postings once built, see :mod:`.token_index`) then MaxSim
             rerank of their union, in one Qdrant query.
 ``fusion``  reciprocal-rank fusion (``fusion="rrf"``) or distribution-based normalised score
-            fusion (``fusion="dbsf"``) of the dense and exhaustive MaxSim lists.
+            fusion (``fusion="dbsf"``) of the dense list and a MaxSim list: exhaustive, or,
+            once the token index is built, ``hybrid``'s reranked candidates.
 
 Error policy: every input is validated before anything is written (a bad call leaves the store
 unchanged). Duplicate ids in one call raise :class:`DuplicateIdError`; deleting unknown ids is
@@ -468,41 +469,41 @@ class _EdgeBackend:
             params: Any = dense_params
         elif mode == "maxsim":
             query, params = self._nearest(tokens.tolist(), TOKENS), exact_params  # type: ignore[union-attr]
-        elif mode == "hybrid":
-            prefetches = [
-                qe.Prefetch(
+        else:
+
+            def dense_prefetch() -> Any:
+                return qe.Prefetch(
                     limit=candidates,
                     query=self._nearest(dense.tolist(), DENSE),  # type: ignore[union-attr]
                     filter=flt,
                     params=dense_params,
                 )
-            ]
+
+            # MaxSim candidates: the dense prefetch, plus the token index's postings if built.
+            pool = [dense_prefetch()]
             if sparse is not None:
-                prefetches.append(
+                pool.append(
                     qe.Prefetch(
                         limit=candidates,
                         query=self._nearest(qe.SparseVector(*sparse), CENTROIDS),
                         filter=flt,
                     )
                 )
-            query, params = self._nearest(tokens.tolist(), TOKENS), rerank_params  # type: ignore[union-attr]
-        else:
-            prefetches = [
-                qe.Prefetch(
-                    limit=candidates,
-                    query=self._nearest(dense.tolist(), DENSE),  # type: ignore[union-attr]
-                    filter=flt,
-                    params=dense_params,
-                ),
-                qe.Prefetch(
+            if mode == "hybrid":
+                prefetches = pool
+                query, params = self._nearest(tokens.tolist(), TOKENS), rerank_params  # type: ignore[union-attr]
+            else:
+                # fusion: the MaxSim list is exhaustive, or the reranked pool with a token index.
+                maxsim_list = qe.Prefetch(
                     limit=candidates,
                     query=self._nearest(tokens.tolist(), TOKENS),  # type: ignore[union-attr]
                     filter=flt,
-                    params=tok_params,
-                ),
-            ]
-            query = qe.Fusion.Rrf(k=60) if fusion == "rrf" else qe.Fusion.Dbsf()
-            params = None
+                    params=rerank_params if sparse is not None else tok_params,
+                    prefetches=pool if sparse is not None else None,
+                )
+                prefetches = [dense_prefetch(), maxsim_list]
+                query = qe.Fusion.Rrf(k=60) if fusion == "rrf" else qe.Fusion.Dbsf()
+                params = None
         res = self.shard.query(
             qe.QueryRequest(
                 limit=k,
@@ -764,18 +765,21 @@ class _ClientBackend:
             kw.update(query=dense.tolist(), using=DENSE, search_params=dense_params)  # type: ignore[union-attr]
         elif mode == "maxsim":
             kw.update(query=tokens.tolist(), using=TOKENS, search_params=exact_params)  # type: ignore[union-attr]
-        elif mode == "hybrid":
-            prefetch = [
-                m.Prefetch(
+        else:
+
+            def dense_prefetch() -> Any:
+                return m.Prefetch(
                     query=dense.tolist(),  # type: ignore[union-attr]
                     using=DENSE,
                     limit=candidates,
                     filter=flt,
                     params=dense_params,
                 )
-            ]
+
+            # MaxSim candidates: the dense prefetch, plus the token index's postings if built.
+            pool = [dense_prefetch()]
             if sparse is not None:
-                prefetch.append(
+                pool.append(
                     m.Prefetch(
                         query=m.SparseVector(indices=sparse[0], values=sparse[1]),
                         using=CENTROIDS,
@@ -783,36 +787,31 @@ class _ClientBackend:
                         filter=flt,
                     )
                 )
-            kw.update(
-                prefetch=prefetch,
-                query=tokens.tolist(),  # type: ignore[union-attr]
-                using=TOKENS,
-                search_params=rerank_params,
-            )
-        else:
-            kw.update(
-                prefetch=[
-                    m.Prefetch(
-                        query=dense.tolist(),  # type: ignore[union-attr]
-                        using=DENSE,
-                        limit=candidates,
-                        filter=flt,
-                        params=dense_params,
+            if mode == "hybrid":
+                kw.update(
+                    prefetch=pool,
+                    query=tokens.tolist(),  # type: ignore[union-attr]
+                    using=TOKENS,
+                    search_params=rerank_params,
+                )
+            elif mode == "fusion":
+                # The MaxSim list is exhaustive, or the reranked pool when a token index exists.
+                maxsim_list = m.Prefetch(
+                    query=tokens.tolist(),  # type: ignore[union-attr]
+                    using=TOKENS,
+                    limit=candidates,
+                    filter=flt,
+                    params=rerank_params if sparse is not None else tok_params,
+                    prefetch=pool if sparse is not None else None,
+                )
+                kw.update(
+                    prefetch=[dense_prefetch(), maxsim_list],
+                    query=(
+                        m.RrfQuery(rrf=m.Rrf(k=60))
+                        if fusion == "rrf"
+                        else m.FusionQuery(fusion=m.Fusion.DBSF)
                     ),
-                    m.Prefetch(
-                        query=tokens.tolist(),  # type: ignore[union-attr]
-                        using=TOKENS,
-                        limit=candidates,
-                        filter=flt,
-                        params=tok_params,
-                    ),
-                ],
-                query=(
-                    m.RrfQuery(rrf=m.Rrf(k=60))
-                    if fusion == "rrf"
-                    else m.FusionQuery(fusion=m.Fusion.DBSF)
-                ),
-            )
+                )
         res = self.client.query_points(
             self.collection, query_filter=flt, limit=k, with_payload=True, **kw
         )
@@ -1490,7 +1489,7 @@ class MultiVectorStore:
             self._ensure_open()
             flt = to_qdrant(node, self._backend.factory) if node is not None else None
             index, sparse = self._token_index, None
-            if mode == "hybrid" and index is not None and self.manifest.token_index is not None:
+            if mode in ("hybrid", "fusion") and index is not None and self.manifest.token_index:
                 sparse = index.probe(q_tok, nprobe or self.manifest.token_index.nprobe)  # type: ignore[arg-type]
             rows = self._backend.query(
                 mode, q_dense, q_tok, k, max(candidates, k), flt, fusion, sparse
