@@ -52,7 +52,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import StoreCorruptError, StoreError, StoreMismatchError, require
 from .filters import FilterFactory, parse_filter, to_qdrant
-from .token_index import MIN_DOCS, CentroidIndex, Sparse, TokenIndexSettings
+from .token_index import (
+    MIN_DOCS,
+    CentroidIndex,
+    Sparse,
+    TokenIndexSettings,
+    checksum,
+    default_centroids,
+    describe,
+)
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -1122,8 +1130,6 @@ class MultiVectorStore:
         if self._drop_token_index:
             self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
             return None
-        from .token_index import checksum
-
         hint = "; open with drop_token_index=True, then build_token_index() again"
         try:
             cents = self._backend.load_centroids()
@@ -1623,8 +1629,6 @@ class MultiVectorStore:
         this object wait for it); on a server, build while no other process writes to the
         collection (other writers pick up the new index at their next write).
         """
-        from .token_index import default_centroids, describe
-
         centroids = None if centroids is None else _check_k(centroids, "centroids")
         nprobe = _check_k(nprobe, "nprobe")
         sample_tokens = None if sample_tokens is None else _check_k(sample_tokens, "sample_tokens")
@@ -1680,7 +1684,7 @@ class MultiVectorStore:
                     bar.update(len(batch_ids))
             if bar is not None:
                 bar.close()
-            settings = TokenIndexSettings.model_validate(describe(index, nprobe, trained, total))
+            settings = describe(index, nprobe, trained, total)
             self._backend.optimize()
             self._save_manifest(self.manifest.model_copy(update={"token_index": settings}))
             self._token_index = index

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -76,10 +75,6 @@ class CentroidIndex:
     def k(self) -> int:
         return int(self.centroids.shape[0])
 
-    @property
-    def dim(self) -> int:
-        return int(self.centroids.shape[1])
-
     @classmethod
     def train(cls, sample: FloatArray, k: int, *, seed: int = 0, niter: int = 12) -> CentroidIndex:
         """Spherical k-means on ``sample`` (L2-normalised token vectors)."""
@@ -109,12 +104,11 @@ class CentroidIndex:
         flat = np.ascontiguousarray(np.concatenate(tokens), dtype=np.float32)
         _, nearest = self._index.search(flat, 1)
         ids = nearest[:, 0]
+        bounds = np.cumsum([t.shape[0] for t in tokens])[:-1]
         out: list[Sparse] = []
-        start = 0
-        for t in tokens:
-            uniq = np.unique(ids[start : start + t.shape[0]])
-            start += t.shape[0]
-            out.append(([int(i) for i in uniq], [1.0] * len(uniq)))
+        for part in np.split(ids, bounds):
+            uniq = np.unique(part).tolist()
+            out.append((uniq, [1.0] * len(uniq)))
         return out
 
     def probe(self, query_tokens: FloatArray, nprobe: int) -> Sparse:
@@ -122,20 +116,18 @@ class CentroidIndex:
         similarity of the query tokens that probe it."""
         q = np.ascontiguousarray(query_tokens, dtype=np.float32)
         sims, ids = self._index.search(q, int(min(nprobe, self.k)))
-        weights: dict[int, float] = {}
-        for s_row, i_row in zip(sims, ids, strict=True):
-            for s, i in zip(s_row, i_row, strict=True):
-                if i >= 0 and s > 0:
-                    weights[int(i)] = weights.get(int(i), 0.0) + float(s)
-        keys = sorted(weights)
-        return keys, [weights[i] for i in keys]
+        keep = (ids >= 0) & (sims > 0)
+        keys, slot = np.unique(ids[keep], return_inverse=True)
+        weights = np.bincount(slot, weights=sims[keep].astype(np.float64), minlength=keys.size)
+        return keys.tolist(), weights.tolist()
 
 
-def describe(index: CentroidIndex, nprobe: int, trained: int, indexed: int) -> dict[str, Any]:
+def describe(index: CentroidIndex, nprobe: int, trained: int, indexed: int) -> TokenIndexSettings:
+    """The manifest record of a freshly built index."""
     return TokenIndexSettings(
         centroids=index.k,
         nprobe=nprobe,
         sha256=checksum(index.centroids),
         trained_tokens=trained,
         indexed_tokens=indexed,
-    ).model_dump()
+    )
