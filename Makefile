@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 
 all: test
 
-$(STAMP): pyproject.toml Makefile scripts/install.sh integrations/vllm_retrieval/core/_maxsim_kernel.c
+$(STAMP): pyproject.toml Makefile scripts/install.sh integrations/vllm_retrieval/scoring/_maxsim_kernel.c
 	BACKEND=$(BACKEND) EXTRAS=$(EXTRAS) LATE_EXTRAS=$(LATE_EXTRAS) PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
 	touch $(STAMP)
 

@@ -68,7 +68,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from vllm_retrieval import Encoder
-    from vllm_retrieval.core.engine import native_bf16_cpu, resolve_dtype
+    from vllm_retrieval.encoding.backends import native_bf16_cpu, resolve_dtype
 
     docs = load_docs(args.docs)
     native = native_bf16_cpu()

@@ -3,7 +3,7 @@
 Random unit vectors, one query of ``Q`` tokens, documents of ``min_len..max_len`` tokens packed
 into ``--tokens`` document tokens. Prints document tokens per second for
 
-(a) the project's exhaustive MaxSim (:func:`vllm_retrieval.core.maxsim.maxsim_topk`) for each
+(a) the project's exhaustive MaxSim (:func:`vllm_retrieval.scoring.maxsim.maxsim_topk`) for each
     storage dtype,
 (b) the naive per-document loop ``torch.matmul(q, d.T).max(dim=1).values.sum()``,
 (c) Qdrant Edge's exhaustive multivector MaxSim (on the first ``--qdrant-tokens`` tokens'
@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import vllm_retrieval.core.maxsim as ms
-from vllm_retrieval.core.maxsim import PackedDocs, kernel_info, maxsim_topk, pack
+import vllm_retrieval.scoring.maxsim as ms
+from vllm_retrieval.scoring.maxsim import PackedDocs, kernel_info, maxsim_topk, pack
 
 TOPK = 10
 

@@ -94,17 +94,16 @@ def response_bytes(url: str, model: str, ids: list[list[int]], transfer: str) ->
 
 def run(url: str, docs: list[str], repeats: int, batch: int) -> None:
     from vllm_retrieval import Encoder
-    from vllm_retrieval.core.remote import get_remote_engine
 
     enc = Encoder(base_url=url, timeout=600.0, batch_size=batch).start()
     ids = enc.token_ids(docs, is_query=False)
     tokens = sum(len(i) for i in ids)
-    info = get_remote_engine(enc).info
+    info = enc.remote_engine().info
     print(
         f"server {url}: {info.model} (dim {info.dim}, max_model_len {info.max_model_len}); "
         f"{len(docs)} SciFact docs, {tokens} tokens, {batch} texts per request"
     )
-    engines = {t: get_remote_engine(enc, transfer=t) for t in FORMATS}
+    engines = {t: enc.remote_engine(transfer=t) for t in FORMATS}
     for engine in engines.values():
         engine.wait_ready()
         engine.submit(ids[:8]).result()  # warm up connections and the server
@@ -146,7 +145,7 @@ def main() -> None:
     if args.base_url:
         run(args.base_url.rstrip("/"), docs, args.repeats, args.batch)
         return
-    from vllm_retrieval.core.profiles import default_model_path
+    from vllm_retrieval.encoding.profiles import default_model_path
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is killed too
     port = _free_port()

@@ -31,7 +31,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "integrations"))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-MODES = ("dense", "maxsim", "hybrid", "fusion")
+from vllm_retrieval.store import MODES  # noqa: E402  (light: no engine, no Qdrant)
 
 
 def load_scifact(data: Path) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
@@ -155,7 +155,7 @@ def main() -> None:
     dtype = enc.engine_settings.dtype
     if args.encode_only:
         return
-    from vllm_retrieval.core.store import MultiVectorStore
+    from vllm_retrieval.store import MultiVectorStore
 
     compression = None if args.compression == "none" else args.compression
     dim = int(enc_data["doc_dense"].shape[1])

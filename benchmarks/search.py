@@ -8,7 +8,7 @@ Usage::
 Documents have ~100 token vectors (d=128) drawn around topic-specific "vocabulary"
 directions; dense vectors are the normalised token means; each query is 32 noisy tokens of
 a random document. ``optimize()`` builds the token index (centroid postings, see
-core/token_index.py), so ``hybrid`` prefetches ``candidates`` from the dense HNSW and
+store/token_index.py), so ``hybrid`` prefetches ``candidates`` from the dense HNSW and
 ``candidates`` from the postings, then reranks by MaxSim; ``--nprobe`` sweeps the centroids
 probed per query token. Recall@10 is measured against exhaustive exact MaxSim over all
 documents (``mode="maxsim"``, which scores the original vectors). Resident bytes/token is the
@@ -88,7 +88,7 @@ class Corpus:
 
 
 def build(path: Path, corpus: Corpus, n_docs: int, compression: str | None) -> None:
-    from vllm_retrieval.core.store import MultiVectorStore
+    from vllm_retrieval.store import MultiVectorStore
 
     if (path / "vllm_retrieval.json").exists():
         with MultiVectorStore.open(path) as store:
@@ -122,7 +122,7 @@ def build(path: Path, corpus: Corpus, n_docs: int, compression: str | None) -> N
 
 
 def run(n_docs: int, args: argparse.Namespace) -> None:
-    from vllm_retrieval.core.store import MultiVectorStore
+    from vllm_retrieval.store import MultiVectorStore
 
     comp = None if args.compression == "none" else args.compression
     path = args.dir / f"synthetic_{n_docs}_{args.compression}"
@@ -184,9 +184,11 @@ def run(n_docs: int, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    from vllm_retrieval.store import COMPRESSIONS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, nargs="+", default=[10_000, 100_000])
-    ap.add_argument("--compression", default="binary", choices=["none", "fp16", "int8", "binary"])
+    ap.add_argument("--compression", default="binary", choices=["none", *COMPRESSIONS])
     ap.add_argument("--candidates", type=int, nargs="+", default=[200, 500, 1000])
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--nprobe", type=int, nargs="+", default=[1, 2], help="token index probes")

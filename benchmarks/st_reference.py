@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "integrations"))
 
 
 def main() -> None:
-    from vllm_retrieval.eval import evaluate_run, load_beir, sentence_transformers_dense_run
+    from vllm_retrieval.evaluation import evaluate_run, load_beir, sentence_transformers_dense_run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--beir", type=Path, default=REPO.parent / "shared" / "data" / "scifact")

@@ -41,13 +41,13 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 
 from vllm_retrieval import Encoder, shutdown_engines
-from vllm_retrieval.core.store import MultiVectorStore
 from vllm_retrieval.demo import load_sample_corpus
 from vllm_retrieval.langchain import (
     VLLMEmbeddings,
     VLLMMaxSimReranker,
     VLLMMultiVectorRetriever,
 )
+from vllm_retrieval.store import MultiVectorStore
 
 # %% [markdown]
 # ## One encoder, one engine

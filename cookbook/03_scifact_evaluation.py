@@ -43,15 +43,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from vllm_retrieval import Encoder, shutdown_engines
-from vllm_retrieval.core.store import MultiVectorStore
-from vllm_retrieval.eval import (
+from vllm_retrieval import MODES, Encoder, shutdown_engines
+from vllm_retrieval.evaluation import (
     beir_documents,
     evaluate_run,
     index_documents,
     load_beir,
     run_queries,
 )
+from vllm_retrieval.store import MultiVectorStore
 
 N_QUERIES = int(os.environ.get("COOKBOOK_SCIFACT_QUERIES", "50"))
 EXTRA_DOCS = int(os.environ.get("COOKBOOK_SCIFACT_EXTRA_DOCS", "400"))
@@ -91,7 +91,6 @@ print(f"encoded and stored {added} abstracts in {seconds:.0f} s ({added / second
 # The queries are encoded once; each mode then searches with the same query vectors.
 
 # %%
-MODES = ["dense", "maxsim", "hybrid", "fusion"]
 runs, query_seconds = run_queries(store, data.queries, MODES, k=100)
 table = {}
 for mode in MODES:

@@ -37,9 +37,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from vllm_retrieval import Encoder, shutdown_engines
-from vllm_retrieval.core.reranker import MaxSimReranker
-from vllm_retrieval.core.store import MultiVectorStore
 from vllm_retrieval.demo import load_sample_corpus
+from vllm_retrieval.scoring import MaxSimReranker
+from vllm_retrieval.store import MultiVectorStore
 
 OUTPUT = Path(os.environ.get("COOKBOOK_OUTPUT", "output"))
 OUTPUT.mkdir(parents=True, exist_ok=True)

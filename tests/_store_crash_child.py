@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from vllm_retrieval.core.store import MultiVectorStore
+from vllm_retrieval.store import MultiVectorStore
 
 DIM = 32
 

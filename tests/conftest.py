@@ -18,7 +18,7 @@ os.environ.setdefault("VLLM_RETRIEVAL_DTYPE", "float32")
 import pytest
 
 from vllm_retrieval import Encoder, shutdown_engines
-from vllm_retrieval.core.store import MultiVectorStore
+from vllm_retrieval.store import MultiVectorStore
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = Path(os.environ.get("SCIFACT_DIR", REPO.parent / "shared" / "data" / "scifact"))

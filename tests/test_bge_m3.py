@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.core.profiles import default_model_path
+from vllm_retrieval.encoding.profiles import default_model_path
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from vllm_retrieval.cli import STEP_MARK, chunk_text, main, parse_filters, read_inputs
-from vllm_retrieval.eval import (
+from vllm_retrieval.evaluation import (
     BeirData,
     evaluate_run,
     load_beir,

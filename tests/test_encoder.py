@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.core.engine import get_engine
-from vllm_retrieval.core.errors import require
-from vllm_retrieval.core.profiles import load_profile
+from vllm_retrieval.encoding.backends import get_engine
+from vllm_retrieval.encoding.profiles import load_profile
+from vllm_retrieval.errors import require
 
 LONG = " ".join(["retrieval"] * 2000)
 
@@ -260,7 +260,7 @@ def test_profile_pooling_from_sentence_transformers_config(
 
 def test_profile_pooling_math() -> None:
     rows = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]], dtype=np.float32)
-    from vllm_retrieval.core.profiles import ModelProfile
+    from vllm_retrieval.encoding.profiles import ModelProfile
 
     def unit(v: list[float]) -> np.ndarray:
         a = np.asarray(v, dtype=np.float64)
@@ -297,7 +297,7 @@ def test_engine_start_failure_is_typed(tmp_path: Path) -> None:
 
 
 def test_dtype_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vllm_retrieval.core.engine as engine_mod
+    import vllm_retrieval.encoding.backends.local as engine_mod
 
     amx = tmp_path / "amx"
     amx.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")

@@ -19,14 +19,14 @@ from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnableP
 from langchain_core.vectorstores import InMemoryVectorStore, VectorStoreRetriever
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.core.reranker import MaxSimReranker
-from vllm_retrieval.core.store import MultiVectorStore
 from vllm_retrieval.langchain import (
     VLLMEmbeddings,
     VLLMMaxSimReranker,
     VLLMMultiVectorRetriever,
     VLLMMultiVectorStore,
 )
+from vllm_retrieval.scoring import MaxSimReranker
+from vllm_retrieval.store import MultiVectorStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.core.reranker import MaxSimReranker
 from vllm_retrieval.langchain import VLLMMaxSimReranker, VLLMMultiVectorStore
+from vllm_retrieval.scoring import MaxSimReranker
 
 ANSWER = "Based on the context, the claim is supported."
 PROMPT = ChatPromptTemplate.from_messages(

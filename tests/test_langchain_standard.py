@@ -24,12 +24,12 @@ from langchain_tests.integration_tests import (
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.core.store import MultiVectorStore
 from vllm_retrieval.langchain import (
     VLLMEmbeddings,
     VLLMMultiVectorRetriever,
     VLLMMultiVectorStore,
 )
+from vllm_retrieval.store import MultiVectorStore
 
 RETRIEVER_TEXTS = [
     "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",

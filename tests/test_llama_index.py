@@ -20,7 +20,6 @@ from llama_index.core.vector_stores.types import (
 )
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.core.store import MultiVectorStore
 from vllm_retrieval.llama_index import (
     VLLMEmbedding,
     VLLMMaxSimRerank,
@@ -28,6 +27,7 @@ from vllm_retrieval.llama_index import (
     aindex_nodes,
     build_store_from_documents,
 )
+from vllm_retrieval.store import MultiVectorStore
 
 # all-MiniLM-L6-v2 is not a ColBERT model: over the 40 sample claims, MaxSim on its token
 # vectors ranks a relevant abstract first for 30 (dense cosine: 32). The engine tests use claims
@@ -303,7 +303,7 @@ async def test_aindex_nodes(encoder: Encoder, documents: list[Document]) -> None
 def test_rerank_matches_core_reranker(
     store: MultiVectorStore, encoder: Encoder, claims: list[tuple[str, str, set[str]]]
 ) -> None:
-    from vllm_retrieval.core.reranker import MaxSimReranker
+    from vllm_retrieval.scoring import MaxSimReranker
 
     core = MaxSimReranker(encoder=encoder)
     node = VLLMMaxSimRerank(encoder=encoder, top_n=None)

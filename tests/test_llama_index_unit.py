@@ -119,7 +119,7 @@ def _nodes() -> list[NodeWithScore]:
     ],
 )
 def test_each_operator(operator: FilterOperator, value: Any, expected: dict[str, Any]) -> None:
-    from vllm_retrieval.core.filters import parse_filter
+    from vllm_retrieval.store.filters import parse_filter
 
     got = to_store_filter(
         MetadataFilters(filters=[MetadataFilter(key="k", value=value, operator=operator)])
@@ -129,7 +129,7 @@ def test_each_operator(operator: FilterOperator, value: Any, expected: dict[str,
 
 
 def test_conditions_and_nesting() -> None:
-    from vllm_retrieval.core.filters import parse_filter
+    from vllm_retrieval.store.filters import parse_filter
 
     a = MetadataFilter(key="a", value=1)
     b = MetadataFilter(key="b", value="x", operator=FilterOperator.NE)

@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vllm_retrieval.core.maxsim as ms
-from vllm_retrieval.core.maxsim import (
+import vllm_retrieval.scoring.maxsim as ms
+from vllm_retrieval.scoring.maxsim import (
     PackedDocs,
     alignment,
     maxsim,
@@ -304,7 +304,7 @@ def test_large_corpus_is_tiled_and_exact(kernel: str) -> None:
 @pytest.mark.skipif(shutil.which("cc") is None, reason="built only where a C compiler exists")
 def test_native_kernel_is_built_and_chosen() -> None:
     """`make` installs with a C compiler: the fused kernel must exist and be the default."""
-    assert ms._native is not None, "vllm_retrieval.core._maxsim_kernel was not built"
+    assert ms._native is not None, "vllm_retrieval.scoring._maxsim_kernel was not built"
     assert ms.kernel_info().startswith("native")
     assert ms._native.simd() in {"avx2+fma", "portable"}
 
@@ -414,7 +414,7 @@ def test_device_scatter_kernel_on_cpu(
     problem: tuple[np.ndarray, list[np.ndarray]], dtype: str, tile: int
 ) -> None:
     """The CUDA kernel (scatter_reduce amax) is device-agnostic: check it on the CPU."""
-    from vllm_retrieval.core.maxsim import _max_matrix_scatter
+    from vllm_retrieval.scoring.maxsim import _max_matrix_scatter
 
     q, docs = problem
     packed = pack([torch.from_numpy(d) for d in docs], dtype=dtype)  # type: ignore[arg-type]

@@ -24,14 +24,9 @@ import numpy as np
 import pytest
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.core.encoder import EncodedText
-from vllm_retrieval.core.profiles import default_model_path
-from vllm_retrieval.core.remote import (
-    RemoteEngine,
-    get_remote_engine,
-    remote_score,
-    shutdown_remote_engines,
-)
+from vllm_retrieval.encoding import EncodedText, RemoteEngine, shutdown_remote_engines
+from vllm_retrieval.encoding.profiles import default_model_path
+from vllm_retrieval.scoring import remote_score
 
 MODEL = default_model_path()
 COS = 0.9999
@@ -194,7 +189,7 @@ def test_many_texts_in_one_call_are_split_and_kept_in_order(
 ) -> None:
     many = [f"{texts[i % len(texts)][:200]} #{i}" for i in range(150)]
     big = Encoder(base_url=server_url, timeout=120.0, batch_size=150)
-    engine = get_remote_engine(big, max_batch_size=64)
+    engine = big.remote_engine(max_batch_size=64)
     ids = big.token_ids(many, is_query=False)
     rows = engine.submit(ids).result(timeout=300)
     assert len(rows) == 150  # three requests of 64, 64 and 22 texts
@@ -206,7 +201,7 @@ def test_transfer_formats_agree(remote: Encoder, texts: list[str]) -> None:
     ids = remote.token_ids(texts[:6], is_query=False)
     results = {}
     for transfer in ("base64", "bytes", "json"):
-        engine = get_remote_engine(remote, transfer=transfer)
+        engine = remote.remote_engine(transfer=transfer)
         engine.wait_ready()
         results[transfer] = engine.submit(ids).result(timeout=120)
     for transfer in ("bytes", "json"):

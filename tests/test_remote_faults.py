@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.core.errors import EngineError, RemoteEngineError
-from vllm_retrieval.core.profiles import default_model_path
-from vllm_retrieval.core.remote import get_remote_engine, shutdown_remote_engines
+from vllm_retrieval.encoding import shutdown_remote_engines
+from vllm_retrieval.encoding.profiles import default_model_path
+from vllm_retrieval.errors import EngineError, RemoteEngineError
 
 MODEL = default_model_path()
 DIM = 8
@@ -228,7 +228,7 @@ def test_stub_happy_path_decodes_base64_and_bytes(stub: tuple[Stub, str]) -> Non
     enc = Encoder(base_url=url, timeout=5.0)
     ids = enc.token_ids(["one", "two words", "three more words"], is_query=False)
     for transfer in ("base64", "bytes"):
-        engine = get_remote_engine(enc, transfer=transfer)
+        engine = enc.remote_engine(transfer=transfer)
         engine.wait_ready()
         assert engine.info.dim == DIM and engine.info.max_model_len == 256
         rows = engine.submit(ids).result(timeout=10)
@@ -244,7 +244,7 @@ def test_many_texts_go_in_few_bounded_requests(stub: tuple[Stub, str]) -> None:
     assert len(enc.encode(texts)) == 150
     assert sorted(state.batch_sizes) == [22, 64, 64]  # max_batch_size=64 texts per request
     state.batch_sizes.clear()
-    engine = get_remote_engine(enc, max_batch_tokens=40)
+    engine = enc.remote_engine(max_batch_tokens=40)
     ids = enc.token_ids(texts[:10], is_query=False)
     rows = engine.submit(ids).result(timeout=30)
     assert len(rows) == 10 and sum(state.batch_sizes) == 10
@@ -304,7 +304,7 @@ def test_bad_bodies_raise_typed_errors(
 ) -> None:
     state, url = stub
     enc = Encoder(base_url=url, timeout=5.0)
-    engine = get_remote_engine(enc, transfer=transfer)
+    engine = enc.remote_engine(transfer=transfer)
     engine.wait_ready()
     state.mode = mode
     ids = enc.token_ids(["hello there", "general kenobi"], is_query=False)

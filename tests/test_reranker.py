@@ -10,9 +10,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from vllm_retrieval.core.encoder import EncodedText, Encoder
-from vllm_retrieval.core.maxsim import alignment, maxsim
-from vllm_retrieval.core.reranker import Explanation, MaxSimReranker, RerankResult
+from vllm_retrieval.encoding import EncodedText, Encoder
+from vllm_retrieval.scoring import Explanation, MaxSimReranker, RerankResult
+from vllm_retrieval.scoring.maxsim import alignment, maxsim
 
 QUERY = "Which cells produce insulin in the pancreas?"
 DOCS = [

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from vllm_retrieval import Encoder, StoreCorruptError, StoreMismatchError
-from vllm_retrieval.core.store import DuplicateIdError, MultiVectorStore, SearchHit
+from vllm_retrieval.store import DuplicateIdError, MultiVectorStore, SearchHit
 
 BACKENDS = ["edge", "client"]
 MODES = ["dense", "maxsim", "hybrid", "fusion"]
@@ -434,11 +434,19 @@ def test_edge_corrupt_and_foreign_directories(tmp_path: Path) -> None:
         "[]",
         json.dumps({"format": "other"}),
         original.replace('"dim": 16', '"dim": -4'),
-        original.replace('"schema_version": 1', '"schema_version": 99'),
+        original.replace('"schema_version": 2', '"schema_version": 99'),
+        original.replace('"schema_version": 2', '"schema_version": 1, "token_vector": "other"'),
     ]:
+        assert bad != original
         manifest.write_text(bad)
         with pytest.raises(StoreCorruptError):
             MultiVectorStore.open(good)
+    # A version-1 manifest (which also recorded the fixed vector names) still opens.
+    v1 = json.loads(original)
+    v1.update(schema_version=1, dense_vector="dense", token_vector="colbert", distance="cosine")
+    manifest.write_text(json.dumps(v1))
+    with MultiVectorStore.open(good) as reopened:
+        assert reopened.dim == DIM and reopened.manifest.schema_version == 2
     manifest.write_text(original)
     # A damaged shard is reported as corrupt, not as a crash of the engine.
     for f in (good / "shard").rglob("*"):
@@ -478,7 +486,7 @@ def test_persistence_across_a_real_process_restart(
     )
     script = textwrap.dedent(f"""
         import json, sys, numpy as np
-        from vllm_retrieval.core.store import MultiVectorStore
+        from vllm_retrieval.store import MultiVectorStore
         z = np.load({str(tmp_path / "vecs.npz")!r})
         tokens = [z[f"t{{i}}"] for i in range(30)]
         store = MultiVectorStore({target}, dim={DIM})

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from vllm_retrieval.core.store import MultiVectorStore
+from vllm_retrieval.store import MultiVectorStore
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

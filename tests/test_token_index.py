@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from vllm_retrieval import StoreCorruptError
-from vllm_retrieval.core.errors import StoreError
-from vllm_retrieval.core.store import MultiVectorStore
-from vllm_retrieval.core.token_index import MIN_DOCS, CentroidIndex, default_centroids
+from vllm_retrieval.errors import StoreError
+from vllm_retrieval.store import MultiVectorStore
+from vllm_retrieval.store.token_index import MIN_DOCS, CentroidIndex, default_centroids
 
 StoreFactory = Callable[..., MultiVectorStore]  # the make_store fixture (conftest.py)
 

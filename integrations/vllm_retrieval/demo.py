@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vllm_retrieval import Encoder
-    from vllm_retrieval.core.store import MultiVectorStore
+    from vllm_retrieval.store import MultiVectorStore
 
 RAG_QUESTIONS = [
     "How does ColBERT score documents?",
@@ -49,7 +49,7 @@ def main() -> None:
     import numpy as np
 
     from vllm_retrieval import Encoder
-    from vllm_retrieval.core.maxsim import maxsim
+    from vllm_retrieval.scoring.maxsim import maxsim
 
     corpus = load_sample_corpus()
     texts = [row["text"] for row in corpus]
@@ -86,7 +86,7 @@ def main() -> None:
 
 def index_sample_corpus(enc: Encoder, corpus: list[dict[str, Any]], path: Path) -> MultiVectorStore:
     """The sample corpus in an embedded store (ids and topic/year metadata kept)."""
-    from vllm_retrieval.core.store import MultiVectorStore
+    from vllm_retrieval.store import MultiVectorStore
 
     store = MultiVectorStore(path, encoder=enc)
     store.add_texts(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import require
+from ..errors import require
 
 require("langchain_core", "langchain")
 

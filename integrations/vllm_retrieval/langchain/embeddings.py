@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from ..core.encoder import Encoder
-from ..core.profiles import Pooling
+from ..encoding import ENCODER_FIELDS, Encoder, EncoderSettings
 
 __all__ = ["VLLMEmbeddings"]
 
-# Fields that configure an Encoder; they may not be combined with ``encoder=``.
-_ENCODER_FIELDS = (
-    "model",
-    "query_prefix",
-    "document_prefix",
-    "max_length",
-    "query_length",
-    "pooling",
-    "batch_size",
-    "show_progress",
-    "dtype",
-    "engine_kwargs",
-    "base_url",
-    "api_key",
-    "timeout",
-)
 
-
-class VLLMEmbeddings(BaseModel, Embeddings):
+class VLLMEmbeddings(EncoderSettings, Embeddings):
     """Dense embeddings from one shared vLLM engine, as a LangChain ``Embeddings``.
 
-    Pass a core :class:`~vllm_retrieval.core.encoder.Encoder` (``encoder=``) to share it with
-    other adapters, or configure one here (``model``, prefixes, ``batch_size``, ...).
+    Pass a core :class:`~vllm_retrieval.encoding.Encoder` (``encoder=``) to share it with
+    other adapters, or configure one here: the fields are the Encoder's own
+    (:class:`~vllm_retrieval.encoding.EncoderSettings`: ``model``, prefixes, ``batch_size``, ...).
     Encoders with equal model and engine settings share one vLLM engine in a process, so
     building several ``VLLMEmbeddings`` is cheap after the first engine start.
 
@@ -54,48 +35,21 @@ class VLLMEmbeddings(BaseModel, Embeddings):
 
     encoder: Encoder | None = Field(
         default=None,
-        description="A shared core Encoder; built from the fields below when not given.",
+        description="A shared core Encoder; built from the settings fields when not given.",
     )
-    model: str | None = Field(
-        default=None, description="Model folder or name; None is the packaged all-MiniLM-L6-v2."
-    )
-    query_prefix: str | None = Field(
-        default=None, description="Prepended to queries (default: the model's own prompt)."
-    )
-    document_prefix: str | None = Field(
-        default=None, description="Prepended to documents (default: the model's own prompt)."
-    )
-    max_length: int | None = Field(
-        default=None, gt=2, description="Truncation length in tokens, special tokens included."
-    )
-    query_length: int | None = Field(
-        default=None, gt=2, description="ColBERT query length ([MASK] expansion)."
-    )
-    pooling: Pooling | None = Field(
-        default=None, description="Dense pooling; default from the model's config."
-    )
-    batch_size: int = Field(default=64, gt=0, description="Texts per engine request.")
-    show_progress: bool = Field(default=False, description="Show a progress bar.")
-    dtype: str | None = Field(default=None, description="vLLM dtype (default: per device).")
-    engine_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Further keyword arguments for vllm.LLM."
-    )
-    base_url: str | None = Field(
-        default=None, description="URL of a remote vLLM server; None runs vLLM in-process."
-    )
-    api_key: str | None = Field(default=None, description="API key of the remote server.")
-    timeout: float = Field(default=60.0, gt=0, description="Remote request timeout in seconds.")
 
     @model_validator(mode="after")
     def _build_encoder(self) -> VLLMEmbeddings:
         if self.encoder is not None:
-            clash = sorted(set(_ENCODER_FIELDS) & self.model_fields_set)
+            clash = sorted(set(ENCODER_FIELDS) & self.model_fields_set)
             if clash:
                 raise ValueError(
                     f"pass either encoder= or encoder settings, not both (got {clash})"
                 )
+            for name in ENCODER_FIELDS:  # the fields show the settings actually in use
+                object.__setattr__(self, name, getattr(self.encoder, name))
             return self
-        self.encoder = Encoder(**{name: getattr(self, name) for name in _ENCODER_FIELDS})
+        self.encoder = Encoder(**self.settings())
         return self
 
     @property

@@ -9,8 +9,8 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, model_validator
 
-from ..core.encoder import Encoder
-from ..core.reranker import MaxSimReranker
+from ..encoding import Encoder
+from ..scoring import MaxSimReranker
 
 __all__ = ["VLLMMaxSimReranker"]
 

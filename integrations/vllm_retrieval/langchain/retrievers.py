@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -12,11 +12,12 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
-from ..core.store import MultiVectorStore, SearchHit
+from ..store import Mode, MultiVectorStore, SearchHit
 
 __all__ = ["SearchMode", "VLLMMultiVectorRetriever", "hit_to_document"]
 
-SearchMode = Literal["hybrid", "dense", "maxsim", "fusion"]
+#: The store's search modes (defined once, in :mod:`vllm_retrieval.store.plan`).
+SearchMode = Mode
 
 # Search options that ``invoke(query, **kwargs)`` may override per call.
 _SEARCH_KEYS = frozenset({"k", "mode", "filter", "candidates"})
@@ -33,7 +34,7 @@ def hit_to_document(hit: SearchHit, score_key: str | None = "relevance_score") -
 
 
 class VLLMMultiVectorRetriever(BaseRetriever):
-    """Retrieve Documents from a :class:`~vllm_retrieval.core.store.MultiVectorStore`.
+    """Retrieve Documents from a :class:`~vllm_retrieval.store.MultiVectorStore`.
 
     The default ``mode="hybrid"`` is a dense prefetch of ``candidates`` documents reranked by
     MaxSim over their stored token vectors; ``"dense"``, ``"maxsim"`` (exhaustive) and

@@ -11,8 +11,8 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from typing_extensions import Self
 
-from ..core.encoder import Encoder
-from ..core.store import MultiVectorStore, SearchHit
+from ..encoding import Encoder
+from ..store import MultiVectorStore, SearchHit
 from .embeddings import VLLMEmbeddings
 from .retrievers import SearchMode, VLLMMultiVectorRetriever, hit_to_document
 
@@ -40,7 +40,7 @@ class VLLMMultiVectorStore(VectorStore):
 
     Each text is encoded once by the shared vLLM engine into a dense vector and its token
     vectors; searches default to a dense prefetch reranked by MaxSim (``mode="hybrid"``).
-    Pass an existing :class:`~vllm_retrieval.core.store.MultiVectorStore` (``store=``), or
+    Pass an existing :class:`~vllm_retrieval.store.MultiVectorStore` (``store=``), or
     let one be created from ``encoder=`` / ``embedding=`` and the store's own arguments
     (``path=`` for an embedded Qdrant Edge store on disk, ``url=`` for a Qdrant server,
     ``location=":memory:"`` for qdrant-client's local mode, the default when none is given).

@@ -11,7 +11,7 @@ Every adapter takes ``encoder=`` (or ``store=`` / ``reranker=``) so one vLLM eng
 all of them. Needs the ``llamaindex`` extra: ``pip install 'vllm-retrieval[llamaindex]'``.
 """
 
-from ..core.errors import require
+from ..errors import require
 
 require("llama_index.core", "llamaindex")
 

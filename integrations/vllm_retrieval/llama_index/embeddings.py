@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from copy import copy
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
+from pydantic import create_model
 
-from ..core.encoder import Encoder
-from ..core.profiles import DEFAULT_MODEL, resolve_model_path
+from ..encoding import (
+    DEFAULT_MODEL,
+    ENCODER_FIELDS,
+    Encoder,
+    EncoderSettings,
+    resolve_model_path,
+)
 
-__all__ = ["VLLMEmbedding"]
-
-DEFAULT_EMBED_BATCH_SIZE = 64
+__all__ = ["LLAMA_INDEX_NAMES", "VLLMEmbedding"]
 
 
 def _as_list(vector: npt.NDArray[np.float32]) -> list[float]:
@@ -26,13 +31,56 @@ def _as_lists(matrix: npt.NDArray[np.float32]) -> list[list[float]]:
     return cast(list[list[float]], matrix.tolist())
 
 
-class VLLMEmbedding(BaseEmbedding):
+# LlamaIndex's names for the Encoder settings it has conventions for; every other setting of
+# :class:`~vllm_retrieval.encoding.EncoderSettings` keeps its name.
+LLAMA_INDEX_NAMES: dict[str, str] = {
+    "model": "model_name",
+    "query_prefix": "query_instruction",
+    "document_prefix": "text_instruction",
+    "batch_size": "embed_batch_size",
+}
+
+
+def _settings_fields() -> dict[str, Any]:
+    """The embedding's fields: the Encoder's settings under LlamaIndex's names."""
+    fields: dict[str, Any] = {
+        LLAMA_INDEX_NAMES.get(name, name): (info.annotation, copy(info))
+        for name, info in EncoderSettings.model_fields.items()
+    }
+    fields["model_name"] = (
+        str,
+        Field(default=DEFAULT_MODEL, description="Model folder or name (default: packaged)."),
+    )
+    batch = EncoderSettings.model_fields["batch_size"]
+    fields["embed_batch_size"] = (
+        int,
+        Field(default=batch.default, gt=0, le=2048, description=batch.description),
+    )
+    key = copy(EncoderSettings.model_fields["api_key"])
+    key.exclude = True  # secrets stay out of serialised configs
+    fields["api_key"] = (key.annotation, key)
+    return fields
+
+
+if TYPE_CHECKING:
+    _EmbeddingBase = BaseEmbedding
+else:
+    _EmbeddingBase = create_model(
+        "_VLLMEmbeddingSettings", __base__=BaseEmbedding, **_settings_fields()
+    )
+
+
+class VLLMEmbedding(_EmbeddingBase):
     """Dense embeddings from the shared vLLM engine (one forward pass, pooled in the core).
 
-    Pass ``encoder=`` to share an :class:`~vllm_retrieval.core.encoder.Encoder` (and so its
-    engine) with the other adapters of the process; otherwise one is built from the fields
-    below. Encoders with equal model and engine settings share one engine anyway, so several
-    ``VLLMEmbedding`` objects with different instructions cost one engine.
+    Pass ``encoder=`` to share an :class:`~vllm_retrieval.encoding.Encoder` (and so its
+    engine) with the other adapters of the process; otherwise one is built from the fields,
+    which are the Encoder's own settings (:class:`~vllm_retrieval.encoding.EncoderSettings`)
+    under LlamaIndex's names where it has a convention: ``model_name``,
+    ``query_instruction``, ``text_instruction``, ``embed_batch_size``; ``max_length``,
+    ``pooling``, ``dtype``, ``base_url``, ... as they are. Encoders with equal model and
+    engine settings share one engine anyway, so several ``VLLMEmbedding`` objects with
+    different instructions cost one engine.
 
     Example:
         .. code-block:: python
@@ -44,48 +92,6 @@ class VLLMEmbedding(BaseEmbedding):
             index = VectorStoreIndex.from_documents(documents)
     """
 
-    model_name: str = Field(
-        default=DEFAULT_MODEL,
-        description="Model folder or name (the packaged all-MiniLM-L6-v2 by default).",
-    )
-    query_instruction: str | None = Field(
-        default=None,
-        description="Prefix prepended to queries; None uses the model's own query prompt.",
-    )
-    text_instruction: str | None = Field(
-        default=None,
-        description="Prefix prepended to texts; None uses the model's own document prompt.",
-    )
-    max_length: int | None = Field(
-        default=None,
-        gt=2,
-        description="Truncation length in tokens (special tokens included); None: the model's.",
-    )
-    embed_batch_size: int = Field(
-        default=DEFAULT_EMBED_BATCH_SIZE,
-        gt=0,
-        le=2048,
-        description="Texts per engine request.",
-    )
-    show_progress: bool = Field(
-        default=False, description="Show a progress bar while encoding many texts."
-    )
-    dtype: str | None = Field(
-        default=None,
-        description="vLLM dtype; default $VLLM_RETRIEVAL_DTYPE or auto: bfloat16 on CPUs with "
-        "bf16 units, else float32; the model's on GPU.",
-    )
-    engine_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Further keyword arguments for vllm.LLM."
-    )
-    base_url: str | None = Field(
-        default=None,
-        description="URL of a remote `vllm serve` (token_embed) server; None runs vLLM in-process.",
-    )
-    api_key: str | None = Field(
-        default=None, exclude=True, description="API key of the remote server."
-    )
-
     _encoder: Encoder = PrivateAttr()
 
     def __init__(
@@ -94,33 +100,19 @@ class VLLMEmbedding(BaseEmbedding):
         *,
         encoder: Encoder | None = None,
         model: str | None = None,
-        query_instruction: str | None = None,
-        text_instruction: str | None = None,
-        max_length: int | None = None,
-        embed_batch_size: int | None = None,
-        show_progress: bool | None = None,
-        dtype: str | None = None,
-        engine_kwargs: dict[str, Any] | None = None,
-        base_url: str | None = None,
-        api_key: str | None = None,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
         if model is not None and model_name is not None and model != model_name:
             raise ValueError(f"model={model!r} and model_name={model_name!r} disagree")
         name = model_name if model_name is not None else model
-        settings: dict[str, Any] = {
-            "query_prefix": query_instruction,
-            "document_prefix": text_instruction,
-            "max_length": max_length,
-            "batch_size": embed_batch_size,
-            "show_progress": show_progress,
-            "dtype": dtype,
-            "engine_kwargs": engine_kwargs,
-            "base_url": base_url,
-            "api_key": api_key,
-        }
-        given = {k: v for k, v in settings.items() if v is not None}
+        given: dict[str, Any] = {}
+        for setting in ENCODER_FIELDS:
+            field = LLAMA_INDEX_NAMES.get(setting, setting)
+            if setting != "model" and field in kwargs:
+                value = kwargs.pop(field)
+                if value is not None:  # None: the Encoder's default
+                    given[setting] = value
         if encoder is None:
             enc = Encoder(model=name, **given)
         else:
@@ -134,18 +126,12 @@ class VLLMEmbedding(BaseEmbedding):
             # Same model and engine settings: the derived encoder joins the same engine.
             enc = Encoder(**{**encoder.model_dump(), **changed}) if changed else encoder
         fields: dict[str, Any] = {
-            "model_name": name or enc.model or DEFAULT_MODEL,
-            "query_instruction": enc.query_prefix,
-            "text_instruction": enc.document_prefix,
-            "max_length": enc.max_length,
-            "embed_batch_size": enc.batch_size,
-            "show_progress": enc.show_progress,
-            "dtype": enc.dtype,
-            "engine_kwargs": dict(enc.engine_kwargs),
-            "base_url": enc.base_url,
-            "api_key": enc.api_key,
-            **kwargs,
+            LLAMA_INDEX_NAMES.get(setting, setting): getattr(enc, setting)
+            for setting in ENCODER_FIELDS
         }
+        fields["model_name"] = name or enc.model or DEFAULT_MODEL
+        fields["engine_kwargs"] = dict(enc.engine_kwargs)
+        fields.update(kwargs)
         if callback_manager is not None:
             fields["callback_manager"] = callback_manager
         super().__init__(**fields)

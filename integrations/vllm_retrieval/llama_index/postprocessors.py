@@ -13,8 +13,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 if TYPE_CHECKING:
-    from ..core.encoder import Encoder
-    from ..core.reranker import MaxSimReranker, RerankResult
+    from ..encoding import Encoder
+    from ..scoring import MaxSimReranker, RerankResult
 
 __all__ = ["VLLMMaxSimRerank"]
 
@@ -25,7 +25,7 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes by ColBERT-style MaxSim late interaction on the shared engine.
 
     The scores and the order are exactly those of the core
-    :class:`~vllm_retrieval.core.reranker.MaxSimReranker` over the nodes' text (by default
+    :class:`~vllm_retrieval.scoring.MaxSimReranker` over the nodes' text (by default
     without metadata, as the multi-vector store indexes it; see ``metadata_mode``).
     ``normalize`` divides scores by the query length; ``cache_size`` keeps the token vectors
     of that many recently seen texts (an LRU keyed by content), so nodes reranked again are not
@@ -75,8 +75,8 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         if reranker is not None and (encoder is not None or normalize or cache_size):
             raise ValueError("pass either reranker= or encoder=/normalize=/cache_size=, not both")
         if reranker is None:
-            from ..core.encoder import Encoder
-            from ..core.reranker import MaxSimReranker
+            from ..encoding import Encoder
+            from ..scoring import MaxSimReranker
 
             reranker = MaxSimReranker(
                 encoder=encoder if encoder is not None else Encoder(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
@@ -19,11 +19,12 @@ from llama_index.core.schema import (
 )
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
+from ..store import MODES, Fusion, Mode
 from .filters import to_store_filter
 
 if TYPE_CHECKING:
-    from ..core.encoder import Encoder
-    from ..core.store import MultiVectorStore, SearchHit
+    from ..encoding import Encoder
+    from ..store import MultiVectorStore, SearchHit
 
 __all__ = [
     "SearchMode",
@@ -36,8 +37,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SearchMode = Literal["hybrid", "dense", "maxsim", "fusion"]
-_MODES: tuple[str, ...] = get_args(SearchMode)
+#: The store's search modes (defined once, in :mod:`vllm_retrieval.store.plan`).
+SearchMode = Mode
 
 
 # -- nodes -> store ------------------------------------------------------------------------
@@ -129,11 +130,11 @@ def build_store_from_documents(
 
     With ``store=`` the nodes are added to it; otherwise a new ``MultiVectorStore`` is made
     at ``path`` (in memory when ``path`` is None) over ``encoder`` (default: a new
-    :class:`~vllm_retrieval.core.encoder.Encoder`, which joins the process's shared engine).
+    :class:`~vllm_retrieval.encoding.Encoder`, which joins the process's shared engine).
     """
     if store is None:
-        from ..core.encoder import Encoder
-        from ..core.store import MultiVectorStore
+        from ..encoding import Encoder
+        from ..store import MultiVectorStore
 
         enc = encoder if encoder is not None else Encoder()
         if path is not None:
@@ -151,7 +152,7 @@ def build_store_from_documents(
 
 
 class VLLMMultiVectorRetriever(BaseRetriever):
-    """Retrieve LlamaIndex nodes from a :class:`~vllm_retrieval.core.store.MultiVectorStore`.
+    """Retrieve LlamaIndex nodes from a :class:`~vllm_retrieval.store.MultiVectorStore`.
 
     ``mode`` picks the store's search: ``"hybrid"`` (dense prefetch of ``candidates``,
     reranked by MaxSim; the default), ``"dense"``, ``"maxsim"`` (exhaustive late
@@ -176,7 +177,7 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         mode: SearchMode = "hybrid",
         candidates: int = 200,
         filters: MetadataFilters | MetadataFilter | dict[str, Any] | None = None,
-        fusion: str = "rrf",
+        fusion: Fusion = "rrf",
         callback_manager: CallbackManager | None = None,
         object_map: dict[str, Any] | None = None,
         objects: list[IndexNode] | None = None,
@@ -188,8 +189,8 @@ class VLLMMultiVectorRetriever(BaseRetriever):
             raise ValueError(f"similarity_top_k must be > 0, got {similarity_top_k}")
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates <= 0:
             raise ValueError(f"candidates must be a positive int, got {candidates!r}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         self._store = store
         self.similarity_top_k = similarity_top_k
         self.mode: SearchMode = mode

@@ -1,6 +1,7 @@
 """The remote vLLM backend: the same core against a ``vllm serve`` (token_embed) fleet.
 
-A :class:`RemoteEngine` implements :class:`~vllm_retrieval.core.engine.EngineBackend` over
+A :class:`RemoteEngine` implements the
+:class:`~vllm_retrieval.encoding.backends.base.EngineBackend` protocol over
 HTTP. The Encoder tokenises client-side (ColBERT markers and ``[MASK]`` expansion included)
 and sends token ids to the server's ``/pooling`` endpoint with ``task="token_embed"`` and
 ``use_activation=false``; the server answers the raw rows ``[T_i, dim]`` of each text, and the
@@ -14,8 +15,9 @@ core pools and normalises them exactly as for the in-process engine, so results 
   (nested floats, several times bigger and slower; kept for the benchmark).
 * **Robustness**: each HTTP request (retries included) finishes within ``timeout`` seconds;
   connection errors and 5xx answers are retried with exponential backoff (4xx are not);
-  every answer is validated (count, shapes, byte lengths) and anything unusable raises
-  :class:`~vllm_retrieval.core.errors.RemoteEngineError` naming the server and the cause —
+  every answer is validated (count, shapes, byte lengths: :mod:`.remote_wire`) and anything
+  unusable raises
+  :class:`~vllm_retrieval.errors.RemoteEngineError` naming the server and the cause —
   never a hang, never silently partial results.
 * **Concurrency**: the sync ``submit`` runs on one background event loop per engine and
   returns a ``concurrent.futures.Future`` at once; the native ``asubmit`` runs on the
@@ -23,14 +25,12 @@ core pools and normalises them exactly as for the in-process engine, so results 
   split large submissions into requests of at most ``max_batch_size`` texts and
   ``max_batch_tokens`` tokens.
 
-One engine is shared per (server, model, API key, timeout) per process.
+One engine is shared per (server, model, API key, timeout) per process (:mod:`.registry`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import os
@@ -40,32 +40,25 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
-import numpy.typing as npt
 
-from .errors import RemoteEngineError
-
-if TYPE_CHECKING:
-    from .encoder import Encoder
+from ...errors import RemoteEngineError
+from .base import RowsArray
+from .remote_wire import Transfer, decode_rows, error_detail
 
 __all__ = [
     "RemoteEngine",
     "RemoteSettings",
     "ServerInfo",
     "Transfer",
-    "get_remote_engine",
-    "remote_score",
-    "shutdown_remote_engines",
 ]
 
-RowsArray = npt.NDArray[np.float32]
-Transfer = Literal["base64", "bytes", "json"]
 T = TypeVar("T")
 
-_PROBE_TEXT = "vllm-retrieval probe: late interaction over token embeddings."
+PROBE_TEXT = "vllm-retrieval probe: late interaction over token embeddings."
 # The packaged default model, by the names a server may serve it under.
 _DEFAULT_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 
@@ -124,22 +117,6 @@ class _Failure:
     def __init__(self) -> None:
         self.generation = 0
         self.error: RemoteEngineError | None = None
-
-
-def _detail(resp: httpx.Response) -> str:
-    """The server's error message, short."""
-    try:
-        payload = resp.json()
-    except (ValueError, UnicodeDecodeError):
-        text = resp.text.strip()
-        return text[:300] if text else resp.reason_phrase
-    if isinstance(payload, dict):
-        err = payload.get("error", payload.get("detail", payload.get("message")))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        if err is not None:
-            return str(err)[:300]
-    return str(payload)[:300]
 
 
 def _names(value: str | None) -> set[str]:
@@ -262,6 +239,51 @@ class RemoteEngine:
             rows.extend(task.result())
         return rows
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (the registry then builds a new engine)."""
+        return self._closed
+
+    async def ascore(
+        self, query: str, documents: list[str], *, truncate: int | None
+    ) -> list[float]:
+        """The server's own late-interaction scores (``POST /score``) of texts it tokenises."""
+        info = self._info
+        if info is None:
+            await self._discover(poll_until=None)
+            info = self._info
+            assert info is not None
+        body = {
+            "model": info.model,
+            "queries": query,
+            "documents": documents,
+            "use_activation": True,
+            "truncate_prompt_tokens": truncate,
+        }
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout
+        resp = await self._request("POST", "/score", body=body, deadline=deadline)
+        payload = self._json(resp, "POST /score")
+        items = payload.get("data") if isinstance(payload, dict) else None
+        where = f"vLLM server {self.url}: POST /score"
+        if not isinstance(items, list) or len(items) != len(documents):
+            got = len(items) if isinstance(items, list) else "no"
+            raise RemoteEngineError(f"{where} answered {got} scores for {len(documents)} docs")
+        scores = [float("nan")] * len(documents)
+        try:
+            for item in items:
+                scores[int(item["index"])] = float(item["score"])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise RemoteEngineError(f"{where} answered a malformed score item: {exc!r}") from None
+        return scores
+
+    def score(self, query: str, documents: list[str], *, truncate: int | None) -> list[float]:
+        """Sync :meth:`ascore` (on the engine's background loop)."""
+        if not documents:
+            return []
+        return self._run_sync(
+            self.ascore(query, documents, truncate=truncate), self.settings.timeout * 3 + 10
+        )
+
     def close(self) -> None:
         """Close the HTTP clients and stop the background loop."""
         self._closed = True
@@ -373,9 +395,9 @@ class RemoteEngine:
                 if resp.status_code < 500:
                     raise RemoteEngineError(
                         f"vLLM server {self.url}: {method} {path} answered "
-                        f"{resp.status_code}: {_detail(resp)}"
+                        f"{resp.status_code}: {error_detail(resp)}"
                     )
-                cause = f"HTTP {resp.status_code}: {_detail(resp)}"
+                cause = f"HTTP {resp.status_code}: {error_detail(resp)}"
             attempt += 1
             if attempt > self.settings.max_retries and not poll:
                 raise RemoteEngineError(
@@ -437,7 +459,7 @@ class RemoteEngine:
     def _match_model(self, cards: list[dict[str, Any]]) -> dict[str, Any]:
         wanted = _names(self.settings.model_path) | _names(self.settings.model_name)
         if self.settings.model_name is None or self.settings.model_name in _DEFAULT_ALIASES:
-            from .profiles import default_model_path
+            from ..profiles import default_model_path
 
             try:
                 if os.path.realpath(self.settings.model_path) == os.path.realpath(
@@ -471,7 +493,7 @@ class RemoteEngine:
             resp = await self._request(
                 "POST",
                 "/tokenize",
-                body={"model": model_id, "prompt": _PROBE_TEXT, "add_special_tokens": False},
+                body={"model": model_id, "prompt": PROBE_TEXT, "add_special_tokens": False},
                 deadline=deadline,
             )
         except RemoteEngineError as exc:
@@ -480,7 +502,7 @@ class RemoteEngine:
             raise
         payload = self._json(resp, "POST /tokenize")
         tokens = payload.get("tokens") if isinstance(payload, dict) else None
-        local = self._local_tokenize(_PROBE_TEXT)
+        local = self._local_tokenize(PROBE_TEXT)
         if tokens != local:
             raise RemoteEngineError(
                 f"vLLM server {self.url} serves {model_id!r} with a different tokenizer than "
@@ -575,193 +597,15 @@ class RemoteEngine:
                     failure.error = exc
                     failure.generation += 1
                 raise
-            return self._decode(resp, info, ids)
-
-    def _decode(
-        self, resp: httpx.Response, info: ServerInfo, ids: list[list[int]]
-    ) -> list[RowsArray]:
-        drop = 1 if self.settings.drops_first_row else 0
-        shapes = [(len(i) - drop, info.dim) for i in ids]
-        where = f"vLLM server {self.url}: POST /pooling"
-        if self.settings.transfer == "bytes":
-            return self._decode_bytes(resp, shapes, where)
-        payload = self._json(resp, "POST /pooling")
-        items = payload.get("data") if isinstance(payload, dict) else None
-        if not isinstance(items, list) or len(items) != len(ids):
-            got = len(items) if isinstance(items, list) else "no"
-            raise RemoteEngineError(f"{where} answered {got} items for {len(ids)} texts")
-        ordered: list[Any] = [None] * len(ids)
-        for item in items:
-            idx = item.get("index") if isinstance(item, dict) else None
-            if not isinstance(idx, int) or not 0 <= idx < len(ids) or ordered[idx] is not None:
-                raise RemoteEngineError(f"{where} answered an item with a bad index: {idx!r}")
-            ordered[idx] = item.get("data")
-        rows: list[RowsArray] = []
-        for n, (data, shape) in enumerate(zip(ordered, shapes, strict=True)):
-            if self.settings.transfer == "json":
-                try:
-                    arr = np.asarray(data, dtype=np.float32)
-                except (ValueError, TypeError):
-                    raise RemoteEngineError(f"{where}: item {n} is not a float matrix") from None
-                if arr.shape != shape:
-                    raise RemoteEngineError(
-                        f"{where}: item {n} has shape {arr.shape}, expected {shape}"
-                    )
-                rows.append(arr)
-                continue
-            if not isinstance(data, str):
-                raise RemoteEngineError(f"{where}: item {n} is not a base64 string")
-            try:
-                raw = base64.b64decode(data, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise RemoteEngineError(f"{where}: item {n} is not valid base64: {exc}") from None
-            rows.append(self._frombuffer(raw, shape, f"{where}: item {n}"))
-        return rows
-
-    def _decode_bytes(
-        self, resp: httpx.Response, shapes: list[tuple[int, int]], where: str
-    ) -> list[RowsArray]:
-        header = resp.headers.get("metadata")
-        if header is None:
-            raise RemoteEngineError(f"{where} answered bytes without the metadata header")
-        try:
-            meta = json.loads(header)
-            items = sorted(meta["data"], key=lambda x: int(x["index"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RemoteEngineError(
-                f"{where} answered a malformed metadata header: {exc}"
-            ) from None
-        if len(items) != len(shapes) or [int(x["index"]) for x in items] != list(
-            range(len(shapes))
-        ):
-            raise RemoteEngineError(f"{where} answered {len(items)} items for {len(shapes)} texts")
-        body = resp.content
-        rows: list[RowsArray] = []
-        for n, (item, shape) in enumerate(zip(items, shapes, strict=True)):
-            try:
-                start, end = int(item["start"]), int(item["end"])
-                dtype = str(item.get("embed_dtype", "float32"))
-                endian = str(item.get("endianness", "little"))
-                got = tuple(int(x) for x in item["shape"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise RemoteEngineError(f"{where}: item {n} metadata is malformed: {exc}") from None
-            if got != shape:
-                raise RemoteEngineError(f"{where}: item {n} has shape {got}, expected {shape}")
-            if dtype != "float32" or endian != "little":
-                raise RemoteEngineError(
-                    f"{where}: item {n} is {dtype}/{endian}, not float32/little"
-                )
-            if not 0 <= start <= end <= len(body):
-                raise RemoteEngineError(
-                    f"{where}: item {n} spans bytes {start}..{end} of a {len(body)}-byte body"
-                    " (truncated)"
-                )
-            rows.append(self._frombuffer(body[start:end], shape, f"{where}: item {n}"))
-        return rows
-
-    @staticmethod
-    def _frombuffer(raw: bytes, shape: tuple[int, int], what: str) -> RowsArray:
-        want = shape[0] * shape[1] * 4
-        if len(raw) != want:
-            raise RemoteEngineError(
-                f"{what} has {len(raw)} bytes, expected {want} ({shape[0]} tokens × {shape[1]} "
-                "dims × 4): truncated or not token_embed float32"
+            payload = (
+                None if self.settings.transfer == "bytes" else self._json(resp, "POST /pooling")
             )
-        out: RowsArray = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
-        return out
-
-
-# -- the process-wide registry ------------------------------------------------------------
-
-_REMOTE: dict[RemoteSettings, RemoteEngine] = {}
-_REMOTE_LOCK = threading.Lock()
-
-
-def settings_for(encoder: Encoder, **options: Any) -> RemoteSettings:
-    """The remote settings of an ``Encoder(base_url=...)`` (options override the defaults)."""
-    if encoder.base_url is None:
-        raise ValueError("the encoder has no base_url")
-    return RemoteSettings(
-        base_url=encoder.base_url.rstrip("/"),
-        model_path=encoder.model_path,
-        model_name=encoder.model,
-        api_key=encoder.api_key,
-        timeout=encoder.timeout,
-        drops_first_row=False,  # rows are selected in the core (profile.drop_first_token_row)
-        **options,
-    )
-
-
-def get_remote_engine(encoder: Encoder, **options: Any) -> RemoteEngine:
-    """The process-wide remote engine for the encoder's server, model, API key and timeout.
-
-    ``options`` are further :class:`RemoteSettings` fields (``transfer``, ``max_concurrency``,
-    ``max_retries``, ...). Discovery happens on :meth:`RemoteEngine.wait_ready`.
-    """
-    settings = settings_for(encoder, **options)
-    tok = encoder.tokenizer
-    with _REMOTE_LOCK:
-        engine = _REMOTE.get(settings)
-        if engine is None or engine._closed:
-            engine = RemoteEngine(
-                settings,
-                probe_ids=encoder.token_ids([_PROBE_TEXT], is_query=False)[0],
-                local_tokenize=lambda text: [
-                    int(i) for i in tok(text, add_special_tokens=False)["input_ids"]
-                ],
+            drop = 1 if self.settings.drops_first_row else 0
+            shapes = [(len(i) - drop, info.dim) for i in ids]
+            return decode_rows(
+                resp,
+                payload,
+                shapes,
+                self.settings.transfer,
+                f"vLLM server {self.url}: POST /pooling",
             )
-            _REMOTE[settings] = engine
-        return engine
-
-
-def shutdown_remote_engines() -> None:
-    """Close every remote engine of this process."""
-    with _REMOTE_LOCK:
-        engines = list(_REMOTE.values())
-        _REMOTE.clear()
-    for engine in engines:
-        engine.close()
-
-
-# -- MaxSim on the server ------------------------------------------------------------------
-
-
-def remote_score(encoder: Encoder, query: str, documents: Sequence[str]) -> list[float]:
-    """MaxSim scores of ``documents`` for ``query`` computed by the server's ``/score``.
-
-    The server tokenises the texts itself (with the model's special tokens and no ColBERT
-    markers) and scores with normalised token vectors (``use_activation=true``): for plain
-    models this equals the local MaxSim of the encoder's token vectors; for ColBERT models,
-    whose markers and ``[MASK]`` expansion only the client adds, prefer local MaxSim.
-    """
-    engine = encoder.engine
-    if not isinstance(engine, RemoteEngine):
-        raise ValueError("remote_score needs an Encoder(base_url=...)")
-    docs = list(documents)
-    if not docs:
-        return []
-    prof = encoder.profile
-    body = {
-        "model": engine.info.model,
-        "queries": prof.query_prefix + query,
-        "documents": [prof.document_prefix + d for d in docs],
-        "use_activation": True,
-        "truncate_prompt_tokens": prof.max_length,
-    }
-
-    async def run() -> list[float]:
-        deadline = asyncio.get_running_loop().time() + engine.settings.timeout
-        resp = await engine._request("POST", "/score", body=body, deadline=deadline)
-        payload = engine._json(resp, "POST /score")
-        items = payload.get("data") if isinstance(payload, dict) else None
-        if not isinstance(items, list) or len(items) != len(docs):
-            raise RemoteEngineError(
-                f"vLLM server {engine.url}: POST /score answered "
-                f"{len(items) if isinstance(items, list) else 'no'} scores for {len(docs)} docs"
-            )
-        scores = [float("nan")] * len(docs)
-        for item in items:
-            scores[int(item["index"])] = float(item["score"])
-        return scores
-
-    return engine._run_sync(run(), engine.settings.timeout * 3 + 10)

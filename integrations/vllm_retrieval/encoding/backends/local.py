@@ -1,4 +1,4 @@
-"""The shared in-process vLLM engine: one per (model, engine settings) per process.
+"""The in-process vLLM engine backend (one per settings per process: see :mod:`.registry`).
 
 vLLM's ``LLM`` is not thread-safe, so each engine is owned by one worker thread. Callers on
 any thread or asyncio task submit token-id lists and get a ``concurrent.futures.Future``;
@@ -7,13 +7,12 @@ the worker drains every request waiting in its queue into a single ``LLM.encode`
 
 The engine runs the ``token_embed`` task with ``use_activation=False``: each output row is
 a raw last hidden state (or a raw ColBERT projection). Dense pooling, row selection and L2
-normalisation happen in the core (:mod:`vllm_retrieval.core.profiles`), so one forward pass
+normalisation happen in the core (:mod:`vllm_retrieval.encoding.profiles`), so one forward pass
 gives both the dense vector and the token vectors.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import queue
@@ -21,25 +20,20 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
-from .errors import EngineError, require
+from ...errors import EngineError, require
+from .base import RowsArray
 
 __all__ = [
-    "EngineBackend",
     "EngineSettings",
     "SharedEngine",
-    "get_engine",
     "native_bf16_cpu",
-    "release_engine",
     "resolve_dtype",
-    "shutdown_engines",
 ]
 
-RowsArray = npt.NDArray[np.float32]
 
 # CPU defaults measured on a 2-core, 24 GiB machine (see README, "Engine settings").
 _CPU_ENV_DEFAULTS = {
@@ -90,16 +84,6 @@ def resolve_dtype(dtype: str | None, *, cuda: bool | None = None) -> str:
     if _cuda_available() if cuda is None else cuda:
         return "auto"
     return "bfloat16" if native_bf16_cpu() else "float32"
-
-
-class EngineBackend(Protocol):
-    """What the Encoder needs from an engine: in-process (SharedEngine) or remote."""
-
-    def wait_ready(self, timeout: float | None = None) -> None: ...
-
-    def submit(self, ids: Sequence[list[int]]) -> Future[list[RowsArray]]:
-        """Raw ``[rows, dim]`` float32 arrays (token_embed, no activation), one per id list."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -174,8 +158,9 @@ class SharedEngine:
         self._ready.result(timeout=timeout)
 
     @property
-    def ready_future(self) -> Future[None]:
-        return self._ready
+    def alive(self) -> bool:
+        """Whether the engine thread still runs (a closed or crashed engine is replaced)."""
+        return self._thread.is_alive()
 
     def submit(self, ids: Sequence[list[int]]) -> Future[list[RowsArray]]:
         """Queue token-id lists; the future gives one ``[rows, dim]`` float32 array each."""
@@ -310,39 +295,3 @@ class SharedEngine:
                 return
             if isinstance(job, (_Job, _Call)) and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(err)
-
-
-_ENGINES: dict[EngineSettings, SharedEngine] = {}
-_ENGINES_LOCK = threading.Lock()
-_ATEXIT_REGISTERED = False
-
-
-def get_engine(settings: EngineSettings) -> SharedEngine:
-    """The process-wide engine for ``settings``, started on first use."""
-    global _ATEXIT_REGISTERED
-    with _ENGINES_LOCK:
-        if not _ATEXIT_REGISTERED:
-            atexit.register(shutdown_engines)
-            _ATEXIT_REGISTERED = True
-        engine = _ENGINES.get(settings)
-        if engine is None or not engine._thread.is_alive():
-            engine = SharedEngine(settings)
-            _ENGINES[settings] = engine
-        return engine
-
-
-def release_engine(settings: EngineSettings) -> None:
-    """Stop the engine for ``settings`` (if any); Encoders using it start a new one on demand."""
-    with _ENGINES_LOCK:
-        engine = _ENGINES.pop(settings, None)
-    if engine is not None:
-        engine.close()
-
-
-def shutdown_engines() -> None:
-    """Stop every engine of this process (tests and long-lived apps that swap models)."""
-    with _ENGINES_LOCK:
-        engines = list(_ENGINES.values())
-        _ENGINES.clear()
-    for engine in engines:
-        engine.close()

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import require
+from .errors import require
 
 if TYPE_CHECKING:
-    from .core.store import MultiVectorStore
+    from .store import MultiVectorStore
 
 __all__ = [
     "MEASURES",
@@ -275,7 +275,7 @@ def sentence_transformers_dense_run(
     """
     import numpy as np
 
-    from .core.profiles import resolve_model_path
+    from .encoding import resolve_model_path
 
     st = require("sentence_transformers", "dev")
     m = st.SentenceTransformer(resolve_model_path(model), device="cpu")

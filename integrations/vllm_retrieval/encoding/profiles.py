@@ -185,7 +185,7 @@ def _load_linear(path: Path) -> tuple[FloatArray, FloatArray | None]:
     """A torch ``nn.Linear`` state dict, loaded without unpickling code (weights_only)."""
     if not path.is_file():
         raise ValueError(f"BGE-M3 model folder lacks {path.name}: cannot build ColBERT vectors")
-    from .errors import require
+    from ..errors import require
 
     torch = require("torch", "cpu")
     state = torch.load(str(path), map_location="cpu", weights_only=True)

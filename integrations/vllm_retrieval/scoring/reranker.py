@@ -1,9 +1,9 @@
 """``MaxSimReranker``: ColBERT-style late-interaction reranking on the shared vLLM engine.
 
 The query and the documents are encoded into token vectors by the shared
-:class:`~vllm_retrieval.core.encoder.Encoder` (documents in ONE batched call, skipping those
+:class:`~vllm_retrieval.encoding.Encoder` (documents in ONE batched call, skipping those
 whose token vectors are already known — passed in, or in the optional LRU cache keyed by a
-content hash), then scored with :func:`~vllm_retrieval.core.maxsim.maxsim` (a sum over query
+content hash), then scored with :func:`~vllm_retrieval.scoring.maxsim.maxsim` (a sum over query
 tokens; ``normalize=True`` divides by the query length).
 
 Conventions:
@@ -28,8 +28,10 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .encoder import Encoder
-from .maxsim import _to_numpy_f32, maxsim
+from ..encoding import Encoder, check_text, check_texts
+from .explain import Explanation, TokenMatch, explain
+from .maxsim import maxsim
+from .packing import _to_numpy_f32
 
 __all__ = ["Explanation", "MaxSimReranker", "RerankResult", "TokenMatch"]
 
@@ -43,53 +45,8 @@ class RerankResult(NamedTuple):
     score: float
 
 
-class TokenMatch(NamedTuple):
-    """The best document token for one query token (one row of an explanation)."""
-
-    query_token: str
-    query_position: int
-    document_token: str
-    document_position: int
-    similarity: float
-
-
-class Explanation(NamedTuple):
-    """Why a document scored what it did: the data for a MaxSim heatmap.
-
-    ``similarities`` is ``[Q, T]`` float32 (query tokens × document tokens, cosine);
-    ``matches[i]`` is the row-wise argmax of row ``i``; ``score`` is the reranker's score
-    (``Σ matches.similarity``, divided by ``Q`` when the reranker normalises).
-    """
-
-    score: float
-    matches: list[TokenMatch]
-    query_tokens: list[str]
-    document_tokens: list[str]
-    similarities: FloatArray
-
-
 def _content_key(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
-
-
-def _check_query(query: Any) -> str:
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query is empty")
-    return query
-
-
-def _check_documents(documents: Any) -> list[str]:
-    if isinstance(documents, (str, bytes)):
-        raise TypeError("documents must be a list of strings, not a single string")
-    if not isinstance(documents, Sequence):
-        raise TypeError(f"documents must be a sequence of strings, got {type(documents).__name__}")
-    docs = list(documents)
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, str):
-            raise TypeError(f"documents[{i}] must be a str, got {type(doc).__name__}")
-    return docs
 
 
 class MaxSimReranker(BaseModel):
@@ -241,8 +198,8 @@ class MaxSimReranker(BaseModel):
         Returns:
             ``RerankResult(index, score)`` per kept document, best first (ties: input order).
         """
-        query = _check_query(query)
-        docs = _check_documents(documents)
+        query = check_text(query, "query", allow_blank=False)
+        docs = check_texts(documents, "documents", allow_empty=True)
         n = self._resolve_top_n(top_n)
         if not docs:
             return []
@@ -261,8 +218,8 @@ class MaxSimReranker(BaseModel):
         document_tokens: Sequence[FloatArray | None] | None = None,
     ) -> list[RerankResult]:
         """Async :meth:`rerank`: query and documents are encoded concurrently."""
-        query = _check_query(query)
-        docs = _check_documents(documents)
+        query = check_text(query, "query", allow_blank=False)
+        docs = check_texts(documents, "documents", allow_empty=True)
         n = self._resolve_top_n(top_n)
         if not docs:
             return []
@@ -280,35 +237,10 @@ class MaxSimReranker(BaseModel):
     def explain(self, query: str, document: str) -> Explanation:
         """Per query token: its text, the best document token, its position, the similarity.
 
-        Positions index the encoder's token rows (special tokens included where the model
-        keeps them). ``similarities`` is the full ``[Q, T]`` matrix for a heatmap.
+        See :func:`~vllm_retrieval.scoring.explain.explain` (scored with this reranker's
+        ``normalize``).
         """
-        query = _check_query(query)
-        if not isinstance(document, str):
-            raise TypeError(f"document must be a str, got {type(document).__name__}")
-        if not document:
-            raise ValueError("document is empty: there is nothing to align with")
-        q = self.encoder.encode([query], is_query=True)[0]
-        d = self.encoder.encode([document])[0]
-        q_tokens = self.encoder.token_texts(q.token_ids)
-        d_tokens = self.encoder.token_texts(d.token_ids)
-        sims = (
-            np.ascontiguousarray(q.tokens, dtype=np.float32)
-            @ np.ascontiguousarray(d.tokens, dtype=np.float32).T
-        )
-        best = sims.argmax(axis=1)
-        matches = [
-            TokenMatch(
-                query_token=q_tokens[i],
-                query_position=i,
-                document_token=d_tokens[int(j)],
-                document_position=int(j),
-                similarity=float(sims[i, j]),
-            )
-            for i, j in enumerate(best)
-        ]
-        score = float(maxsim(q.tokens, [d.tokens], normalize=self.normalize)[0])
-        return Explanation(score, matches, q_tokens, d_tokens, sims.astype(np.float32))
+        return explain(self.encoder, query, document, normalize=self.normalize)
 
     def score_with_vllm(self, query: str, documents: Sequence[str]) -> list[float]:
         """vLLM's own in-engine late-interaction scores (``LLM.score``), one per document.
@@ -325,8 +257,8 @@ class MaxSimReranker(BaseModel):
         Raises:
             NotImplementedError: the encoder's engine is remote (no in-process ``LLM``).
         """
-        query = _check_query(query)
-        docs = _check_documents(documents)
+        query = check_text(query, "query", allow_blank=False)
+        docs = check_texts(documents, "documents", allow_empty=True)
         if not docs:
             return []
         for i, doc in enumerate(docs):

@@ -9,11 +9,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr
 
-from .engine import EngineBackend, EngineSettings, get_engine, release_engine
-from .errors import require
-from .profiles import ModelProfile, Pooling, load_profile, resolve_model_path
+from ..errors import require
+from .backends.base import EngineBackend
+from .backends.local import EngineSettings
+from .backends.registry import get_engine, get_remote_engine, release_engine
+from .backends.remote import PROBE_TEXT, RemoteEngine, RemoteSettings
+from .inputs import check_text, check_texts
+from .profiles import ModelProfile, load_profile, resolve_model_path
+from .settings import EncoderSettings
 
 __all__ = ["EncodedText", "Encoder"]
 
@@ -31,80 +36,20 @@ class EncodedText:
         self.token_ids = token_ids
 
 
-def _validate_texts(texts: Any, what: str = "texts") -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{what} must be a list of strings, not a single {type(texts).__name__}")
-    if not isinstance(texts, Sequence):
-        try:
-            texts = list(texts)
-        except TypeError:
-            raise TypeError(
-                f"{what} must be a list of strings, got {type(texts).__name__}"
-            ) from None
-    out: list[str] = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
-        if text == "":
-            raise ValueError(f"{what}[{i}] is an empty string")
-        out.append(text)
-    return out
-
-
-def _validate_text(text: Any, what: str = "text") -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be a str, got {type(text).__name__}")
-    if text == "":
-        raise ValueError(f"{what} is an empty string")
-    return text
-
-
-class Encoder(BaseModel):
+class Encoder(EncoderSettings):
     """Dense and ColBERT-style token embeddings from one shared vLLM engine.
 
     Every ``Encoder`` with the same model and engine settings in a process shares one engine
     (one ``token_embed`` vLLM engine; dense vectors are pooled from the same forward pass).
     Texts longer than the model's limit (``max_length``) are truncated, never rejected.
     Methods are safe to call from many threads and asyncio tasks at once.
+
+    The fields are :class:`~vllm_retrieval.encoding.settings.EncoderSettings`; the engine is
+    an :class:`~vllm_retrieval.encoding.backends.base.EngineBackend` from the process-wide
+    registry (:mod:`~vllm_retrieval.encoding.backends.registry`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-    model: str | None = Field(
-        default=None,
-        description="Model folder or name; None is the packaged all-MiniLM-L6-v2.",
-    )
-    query_prefix: str | None = Field(
-        default=None, description="Prepended to queries (default: the model's own prompt)."
-    )
-    document_prefix: str | None = Field(
-        default=None, description="Prepended to documents (default: the model's own prompt)."
-    )
-    max_length: int | None = Field(
-        default=None, gt=2, description="Truncation length in tokens, special tokens included."
-    )
-    query_length: int | None = Field(
-        default=None, gt=2, description="ColBERT query length ([MASK] expansion); default 32."
-    )
-    pooling: Pooling | None = Field(
-        default=None, description="Dense pooling; default from the model's config."
-    )
-    batch_size: int = Field(default=64, gt=0, description="Texts per engine request.")
-    show_progress: bool = Field(default=False, description="Show a tqdm bar for long inputs.")
-    dtype: str | None = Field(
-        default=None,
-        description="vLLM dtype; default $VLLM_RETRIEVAL_DTYPE or auto: bfloat16 on CPUs with "
-        "bf16 units, else float32; the model's on GPU.",
-    )
-    engine_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Further keyword arguments for vllm.LLM."
-    )
-    base_url: str | None = Field(
-        default=None,
-        description="URL of a remote `vllm serve` (token_embed) server; None runs vLLM in-process.",
-    )
-    api_key: str | None = Field(default=None, description="API key of the remote server.")
-    timeout: float = Field(default=60.0, gt=0, description="Remote request timeout in seconds.")
 
     _model_path: str = PrivateAttr(default="")
     _profile: ModelProfile | None = PrivateAttr(default=None)
@@ -152,14 +97,38 @@ class Encoder(BaseModel):
         if self._engine is None:
             engine: EngineBackend
             if self.base_url is not None:
-                from .remote import get_remote_engine
-
-                engine = get_remote_engine(self)
+                engine = self.remote_engine()
             else:
                 engine = get_engine(self.engine_settings)
             engine.wait_ready()
             self._engine = engine
         return self._engine
+
+    def remote_engine(self, **options: Any) -> RemoteEngine:
+        """The process-wide remote engine of this ``Encoder(base_url=...)``.
+
+        ``options`` are further :class:`~vllm_retrieval.encoding.backends.remote.RemoteSettings`
+        fields (``transfer``, ``max_concurrency``, ``max_retries``, ...).
+        """
+        if self.base_url is None:
+            raise ValueError("remote_engine() needs an Encoder(base_url=...)")
+        settings = RemoteSettings(
+            base_url=self.base_url.rstrip("/"),
+            model_path=self._model_path,
+            model_name=self.model,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            drops_first_row=False,  # rows are selected here (profile.drop_first_token_row)
+            **options,
+        )
+        tok = self._tokenizer
+        return get_remote_engine(
+            settings,
+            probe_ids=self.token_ids([PROBE_TEXT], is_query=False)[0],
+            local_tokenize=lambda text: [
+                int(i) for i in tok(text, add_special_tokens=False)["input_ids"]
+            ],
+        )
 
     def close(self) -> None:
         """Stop this encoder's in-process engine (shared: every Encoder using it is affected;
@@ -215,7 +184,7 @@ class Encoder(BaseModel):
 
     def encode(self, texts: Sequence[str], *, is_query: bool = False) -> list[EncodedText]:
         """Encode texts once; each result has the dense vector and the token vectors."""
-        items = _validate_texts(texts, "queries" if is_query else "texts")
+        items = check_texts(texts, "queries" if is_query else "texts")
         if not items:
             return []
         ids = self.token_ids(items, is_query=is_query)
@@ -235,7 +204,7 @@ class Encoder(BaseModel):
 
     async def aencode(self, texts: Sequence[str], *, is_query: bool = False) -> list[EncodedText]:
         """Async :meth:`encode`: waits on the engine without blocking the event loop."""
-        items = _validate_texts(texts, "queries" if is_query else "texts")
+        items = check_texts(texts, "queries" if is_query else "texts")
         if not items:
             return []
         if self._engine is None:
@@ -281,7 +250,7 @@ class Encoder(BaseModel):
 
     def embed_query(self, text: str) -> FloatArray:
         """Dense query vector ``[d]`` float32, L2-normalised."""
-        return self.encode([_validate_text(text, "query")], is_query=True)[0].dense
+        return self.encode([check_text(text, "query")], is_query=True)[0].dense
 
     def embed_documents_tokens(self, texts: Sequence[str]) -> list[FloatArray]:
         """Token vectors per document, each ``[T_i, d]`` float32 with L2-normalised rows."""
@@ -289,7 +258,7 @@ class Encoder(BaseModel):
 
     def embed_query_tokens(self, text: str) -> FloatArray:
         """Query token vectors ``[T, d]`` (ColBERT: ``T == query_length``)."""
-        return self.encode([_validate_text(text, "query")], is_query=True)[0].tokens
+        return self.encode([check_text(text, "query")], is_query=True)[0].tokens
 
     def encode_documents(self, texts: Sequence[str]) -> tuple[FloatArray, list[FloatArray]]:
         """``(dense [n, d], token vectors)`` from ONE forward pass per text."""
@@ -306,13 +275,13 @@ class Encoder(BaseModel):
         return self._dense(items, items[0].dense.size if items else 0)
 
     async def aembed_query(self, text: str) -> FloatArray:
-        return (await self.aencode([_validate_text(text, "query")], is_query=True))[0].dense
+        return (await self.aencode([check_text(text, "query")], is_query=True))[0].dense
 
     async def aembed_documents_tokens(self, texts: Sequence[str]) -> list[FloatArray]:
         return [e.tokens for e in await self.aencode(texts)]
 
     async def aembed_query_tokens(self, text: str) -> FloatArray:
-        return (await self.aencode([_validate_text(text, "query")], is_query=True))[0].tokens
+        return (await self.aencode([check_text(text, "query")], is_query=True))[0].tokens
 
     async def aencode_documents(self, texts: Sequence[str]) -> tuple[FloatArray, list[FloatArray]]:
         items = await self.aencode(texts)

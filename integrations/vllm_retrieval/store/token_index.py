@@ -18,15 +18,25 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import require
+from ..errors import StoreError, require
 
-__all__ = ["CentroidIndex", "TokenIndexSettings", "default_centroids"]
+__all__ = [
+    "MIN_DOCS",
+    "CentroidIndex",
+    "Sparse",
+    "TokenIndexSettings",
+    "checksum",
+    "default_centroids",
+    "describe",
+    "train_from_documents",
+]
 
 FloatArray = npt.NDArray[np.float32]
 Sparse = tuple[list[int], list[float]]
@@ -131,3 +141,44 @@ def describe(index: CentroidIndex, nprobe: int, trained: int, indexed: int) -> T
         trained_tokens=trained,
         indexed_tokens=indexed,
     )
+
+
+def train_from_documents(
+    ids: Sequence[Any],
+    fetch: Callable[[list[Any]], list[FloatArray | None]],
+    *,
+    centroids: int | None,
+    sample_tokens: int | None,
+    seed: int,
+    batch: int,
+) -> tuple[CentroidIndex, int]:
+    """Train on whole documents drawn in random order; returns the index and tokens trained on.
+
+    ``fetch(ids)`` gives the token vectors of a batch of document ids. Documents are drawn
+    until ``sample_tokens`` tokens (default ``64 * centroids``); ``centroids`` defaults to
+    :func:`default_centroids` of the stored tokens, estimated from the documents drawn.
+    """
+    order = np.random.default_rng(seed).permutation(len(ids))
+    sample: list[FloatArray] = []
+    trained = 0
+    want = sample_tokens or 64 * (centroids or 8192)
+    for s in range(0, len(order), batch):
+        toks = [
+            t for t in fetch([ids[i] for i in order[s : s + batch]]) if t is not None and len(t)
+        ]
+        sample.extend(toks)
+        trained += sum(t.shape[0] for t in toks)
+        if centroids is None and sample:  # the default size follows the estimate
+            est = trained / len(sample) * len(ids)
+            want = sample_tokens or 64 * default_centroids(int(est))
+        if trained >= want:
+            break
+    if not sample:
+        raise StoreError("the store holds no token vectors to build a token index from")
+    k = centroids or default_centroids(int(trained / len(sample) * len(ids)))
+    flat = np.concatenate(sample)
+    del sample
+    if flat.shape[0] > want:
+        pick = np.random.default_rng(seed).choice(flat.shape[0], size=want, replace=False)
+        flat = flat[np.sort(pick)]
+    return CentroidIndex.train(flat, k, seed=seed), int(flat.shape[0])

@@ -1,0 +1,98 @@
+"""What every command shares: the program name, the user error, the encoder and the store.
+
+The encoder and the store are built from the model and engine options (see
+:func:`~vllm_retrieval.cli.app.build_parser`); an existing index's recorded encoder settings are
+the defaults of the options not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..encoding import Encoder
+    from ..store import Compression, MultiVectorStore
+
+__all__ = ["PROG", "CLIError", "make_encoder", "open_store"]
+
+PROG = "vllm-retrieval"
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _engine_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--engine-arg expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _recorded_settings(index: Path) -> dict[str, Any]:
+    from ..store import MANIFEST_NAME, StoreManifest
+
+    path = index / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        manifest = StoreManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except Exception as exc:
+        raise CLIError(f"{path} is damaged: {exc}") from None
+    if manifest.encoder is None:
+        return {}
+    return manifest.encoder.model_dump(exclude={"profile"})
+
+
+def make_encoder(args: argparse.Namespace, index: Path | None = None) -> Encoder:
+    """The Encoder from the command-line options; an existing index's settings are defaults."""
+    from ..encoding import Encoder
+
+    recorded = _recorded_settings(index) if index is not None else {}
+    given = {
+        "model": args.model,
+        "query_prefix": args.query_prefix,
+        "document_prefix": args.document_prefix,
+        "max_length": args.max_length,
+        "query_length": args.query_length,
+        "pooling": args.pooling,
+    }
+    settings = {k: (v if v is not None else recorded.get(k)) for k, v in given.items()}
+    return Encoder(
+        **settings,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        engine_kwargs=_engine_kwargs(args.engine_arg),
+        base_url=args.base_url,
+        api_key=args.api_key,
+        timeout=args.timeout,
+        show_progress=False,
+    )
+
+
+def open_store(
+    args: argparse.Namespace,
+    index: Path,
+    *,
+    create: bool,
+    compression: Compression | None = None,
+) -> MultiVectorStore:
+    """Open (or, with ``create``, create) the store at ``index`` with the CLI's encoder."""
+    from ..store import MultiVectorStore
+
+    if not create and not index.is_dir():
+        raise FileNotFoundError(f"no index at {index} (build one with `{PROG} index`)")
+    encoder = make_encoder(args, index)
+    if create:
+        return MultiVectorStore(index, encoder=encoder, compression=compression)
+    return MultiVectorStore.open(index, encoder=encoder)

@@ -1,0 +1,165 @@
+"""``vllm-retrieval search``: filters from the command line, the result table, explanations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ..store import MODES
+from .common import CLIError, open_store
+
+if TYPE_CHECKING:
+    from ..store import SearchHit
+
+__all__ = ["add_search_parser", "cmd_search", "parse_filters"]
+
+
+def add_search_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """The ``search`` subcommand and its options."""
+    p = sub.add_parser(
+        "search",
+        parents=[common],
+        help="search a store",
+        description="Search a store; prints a table (or JSON) of the best documents.",
+    )
+    p.add_argument("--index", required=True, type=Path, metavar="DIR", help="store directory")
+    p.add_argument("query", help="the query text")
+    p.add_argument("-k", type=int, default=10, help="number of results (10)")
+    p.add_argument("--mode", choices=MODES, default="hybrid", help="search mode (hybrid)")
+    p.add_argument(
+        "--candidates", type=int, default=200, help="dense prefetch depth of hybrid/fusion (200)"
+    )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="metadata filter; also FIELD!=V, FIELD>=V, FIELD<=V, FIELD>V, FIELD<V, or a JSON "
+        "filter object; repeat to combine with AND",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--explain", action="store_true", help="show the MaxSim token alignment of the top hit"
+    )
+
+
+# -- filters -------------------------------------------------------------------------------------
+
+_FILTER_RE = re.compile(r"^\s*([^=!<>\s]+)\s*(==|=|!=|>=|<=|>|<)\s*(.*)$")
+_FILTER_OPS = {"!=": "$ne", ">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt"}
+
+
+def _value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, Any] | None:
+    """``["year>=2010", "topic=nlp"]`` → ``{"$and": [...]}`` in the store's filter language."""
+    parts: list[dict[str, Any]] = []
+    for item in items:
+        if item.lstrip().startswith("{"):
+            obj = _value(item)
+            if not isinstance(obj, dict):
+                raise CLIError(f"--filter {item!r} is not a JSON object")
+            parts.append(obj)
+            continue
+        m = _FILTER_RE.match(item)
+        if m is None:
+            raise CLIError(f"--filter expects FIELD=VALUE (or !=, >=, <=, >, <), got {item!r}")
+        key, op, raw = m.groups()
+        value = _value(raw)
+        parts.append({key: value} if op in ("=", "==") else {key: {_FILTER_OPS[op]: value}})
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+# -- output --------------------------------------------------------------------------------------
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(hits: Sequence[SearchHit]) -> str:
+    if not hits:
+        return "(no results)"
+    ids = [str(h.id) for h in hits]
+    wid = min(max(len("id"), *(len(i) for i in ids)), 30)
+    lines = [f"{'#':>3}  {'score':>8}  {'id':<{wid}}  text"]
+    for n, (h, doc_id) in enumerate(zip(hits, ids, strict=True), 1):
+        meta = ", ".join(f"{k}={v}" for k, v in h.metadata.items() if k != "title")
+        text = _shorten(h.text, 70)
+        lines.append(f"{n:>3}  {h.score:>8.4f}  {_shorten(doc_id, wid):<{wid}}  {text}")
+        if meta:
+            lines.append(f"{'':>3}  {'':>8}  {'':<{wid}}  [{_shorten(meta, 70)}]")
+    return "\n".join(lines)
+
+
+def cmd_search(args: argparse.Namespace, out: IO[str]) -> int:
+    if not args.query.strip():
+        raise CLIError("the query is empty")
+    if args.k <= 0:
+        raise CLIError(f"-k must be > 0, got {args.k}")
+    flt = parse_filters(args.filter)
+    store = open_store(args, args.index, create=False)
+    try:
+        t0 = time.perf_counter()
+        hits = store.search(
+            args.query, args.k, mode=args.mode, filter=flt, candidates=args.candidates
+        )
+        ms = 1000 * (time.perf_counter() - t0)
+        explanation = None
+        if args.explain and hits:
+            from ..scoring import MaxSimReranker
+
+            explanation = MaxSimReranker(encoder=store.encoder).explain(args.query, hits[0].text)
+    finally:
+        store.close()
+    if args.json:
+        payload: dict[str, Any] = {
+            "query": args.query,
+            "mode": args.mode,
+            "k": args.k,
+            "latency_ms": round(ms, 2),
+            "results": [
+                {"rank": n, "id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
+                for n, h in enumerate(hits, 1)
+            ],
+        }
+        if explanation is not None:
+            payload["explain"] = {
+                "id": hits[0].id,
+                "score": explanation.score,
+                "matches": [m._asdict() for m in explanation.matches],
+            }
+        print(json.dumps(payload, ensure_ascii=False, indent=2), file=out)
+        return 0
+    print(f"{args.mode} search, {len(hits)} results in {ms:.0f} ms: {args.query!r}", file=out)
+    print(_table(hits), file=out)
+    if explanation is not None:
+        print(
+            f"\nWhy {hits[0].id!r} won: MaxSim {explanation.score:.4f} = sum over query tokens "
+            "of the best document-token cosine",
+            file=out,
+        )
+        qw = max(len("query token"), *(len(m.query_token) for m in explanation.matches))
+        print(f"  {'query token':<{qw}}  {'best document token':<24}  {'pos':>4}  cosine", file=out)
+        for m in explanation.matches:
+            print(
+                f"  {m.query_token:<{qw}}  {m.document_token:<24}  {m.document_position:>4}  "
+                f"{m.similarity:.4f}",
+                file=out,
+            )
+    return 0

@@ -1,0 +1,32 @@
+"""Storage: the multi-vector store over Qdrant (embedded Edge, or a server / cluster).
+
+* :mod:`.store` — ``MultiVectorStore``, the facade (validate, encode, write, search);
+* :mod:`.plan` — ``QueryPlan``: the one place search modes, fusions and their checks live;
+* :mod:`.manifest` — the store's recorded settings (JSON beside the shard, or collection
+  metadata) and the schema;
+* :mod:`.records` — validation of ids, texts, metadata and vectors into points;
+* :mod:`.backends` — the ``StoreBackend`` protocol, Qdrant Edge and qdrant-client;
+* :mod:`.filters` — the metadata filter language, parsed once and rendered per backend;
+* :mod:`.token_index` — k-means centroids whose postings prefetch MaxSim candidates.
+"""
+
+from .manifest import COMPRESSIONS, MANIFEST_NAME, Compression, StoreManifest
+from .plan import FUSIONS, MODES, Fusion, Mode, QueryPlan
+from .records import DocId, DuplicateIdError, SearchHit
+from .store import MultiVectorStore
+
+__all__ = [
+    "COMPRESSIONS",
+    "FUSIONS",
+    "MANIFEST_NAME",
+    "MODES",
+    "Compression",
+    "DocId",
+    "DuplicateIdError",
+    "Fusion",
+    "Mode",
+    "MultiVectorStore",
+    "QueryPlan",
+    "SearchHit",
+    "StoreManifest",
+]

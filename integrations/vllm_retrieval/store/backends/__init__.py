@@ -1,0 +1,63 @@
+"""Qdrant backends of the store: the protocol, embedded Qdrant Edge, and qdrant-client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..manifest import StoreManifest
+from .base import Scored, StoreBackend, scroll
+from .client import ClientBackend, open_client
+from .edge import EdgeBackend, open_edge
+
+if TYPE_CHECKING:
+    from ...encoding import Encoder
+
+__all__ = [
+    "ClientBackend",
+    "EdgeBackend",
+    "Scored",
+    "StoreBackend",
+    "open_backend",
+    "open_client",
+    "open_edge",
+    "scroll",
+]
+
+
+def open_backend(
+    *,
+    path: str | os.PathLike[str] | None,
+    url: str | None,
+    api_key: str | None,
+    collection: str,
+    location: str | None,
+    client_path: str | os.PathLike[str] | None,
+    client_kwargs: Mapping[str, Any] | None,
+    encoder: Encoder | None,
+    compression: str | None,
+    dim: int | None,
+    must_exist: bool,
+) -> tuple[StoreBackend, StoreManifest]:
+    """The backend for exactly one target: ``path`` (embedded) or a Qdrant client target."""
+    targets = [x is not None for x in (path, url, location, client_path)]
+    if sum(targets) > 1:
+        raise ValueError("give only one of path, url, location, client_path")
+    if not any(targets):
+        raise ValueError("give path= (embedded Qdrant Edge) or url= (Qdrant server)")
+    if path is not None:
+        return open_edge(Path(path), encoder, compression, dim, must_exist)
+    return open_client(
+        collection,
+        url=url,
+        api_key=api_key,
+        location=location,
+        client_path=client_path,
+        client_kwargs=client_kwargs,
+        encoder=encoder,
+        compression=compression,
+        dim=dim,
+        must_exist=must_exist,
+    )

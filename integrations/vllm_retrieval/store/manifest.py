@@ -1,0 +1,212 @@
+"""The store's recorded settings: the schema, the manifest and the encoder it was built with.
+
+An embedded store keeps the manifest as plain JSON in ``<path>/vllm_retrieval.json`` (nothing
+in the directory is ever unpickled or executed); a server collection keeps it in the
+collection's metadata. Both are validated on every open: a store is never silently read with
+another model, dimension or compression than its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import StoreCorruptError, StoreMismatchError
+from .token_index import TokenIndexSettings
+
+if TYPE_CHECKING:
+    from ..encoding import Encoder
+
+__all__ = [
+    "CENTROIDS",
+    "COMPRESSIONS",
+    "DENSE",
+    "MANIFEST_NAME",
+    "SHARD_DIR",
+    "TOKENS",
+    "Compression",
+    "RecordedEncoder",
+    "StoreManifest",
+    "check_manifest",
+    "new_manifest",
+    "parse_manifest",
+    "read_manifest_file",
+    "write_manifest_file",
+]
+
+# The collection schema, the same on every backend.
+DENSE = "dense"  # named dense vector (cosine, HNSW)
+TOKENS = "colbert"  # named multivector (cosine, MaxSim comparator, no HNSW)
+CENTROIDS = "centroids"  # sparse vector: the token-index centroids a document's tokens fall in
+
+MANIFEST_NAME = "vllm_retrieval.json"
+SHARD_DIR = "shard"
+FORMAT: Final = "vllm-retrieval/multivector-store"
+SCHEMA_VERSION = 2
+# Version 1 also recorded the vector names and the distance, which were never read (the schema
+# above is fixed): they are dropped when a version-1 manifest is read.
+_V1_CONSTANTS = {"dense_vector": DENSE, "token_vector": TOKENS, "distance": "cosine"}
+
+#: Token-vector storage: fp16; int8 or 2-bit binary codes in RAM with fp16 originals on disk.
+Compression = Literal["fp16", "int8", "binary"]
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
+
+
+class RecordedEncoder(BaseModel):
+    """What is needed to rebuild the store's ``Encoder`` and to recognise a different one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Model name or folder (the packaged model by its name).")
+    query_prefix: str | None = None
+    document_prefix: str | None = None
+    max_length: int | None = None
+    query_length: int | None = None
+    pooling: str | None = None
+    profile: dict[str, Any] = Field(description="`ModelProfile.describe()` of the encoder.")
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> RecordedEncoder:
+        """The settings recorded for ``encoder``."""
+        return cls(
+            model=_model_id(encoder),
+            query_prefix=encoder.query_prefix,
+            document_prefix=encoder.document_prefix,
+            max_length=encoder.max_length,
+            query_length=encoder.query_length,
+            pooling=encoder.pooling,
+            profile=json.loads(json.dumps(encoder.profile.describe())),
+        )
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild the encoder (``Encoder(**...)``)."""
+        return self.model_dump(exclude={"profile"})
+
+
+class StoreManifest(BaseModel):
+    """The store's settings, as JSON in the directory or in the collection metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["vllm-retrieval/multivector-store"] = FORMAT
+    schema_version: int = SCHEMA_VERSION
+    dim: int = Field(gt=0, description="Width of dense and token vectors.")
+    compression: Compression | None = None
+    encoder: RecordedEncoder | None = Field(
+        default=None, description="None: vectors are supplied by the caller (add_encoded)."
+    )
+    sparse_vector: str | None = Field(
+        default=None, description="Sparse vector of centroid postings (None: older schema)."
+    )
+    token_index: TokenIndexSettings | None = Field(
+        default=None, description="The trained token index, once built and complete."
+    )
+
+
+def _model_id(encoder: Encoder) -> str:
+    from ..encoding import DEFAULT_MODEL, default_model_path
+
+    try:
+        if Path(encoder.model_path).resolve() == Path(default_model_path()).resolve():
+            return DEFAULT_MODEL
+    except Exception:  # pragma: no cover - packaged model missing
+        pass
+    return encoder.model or encoder.model_path
+
+
+def new_manifest(
+    encoder: Encoder | None, compression: str | None, dim: int | None
+) -> StoreManifest:
+    """The manifest of a new store (``dim`` learned from the encoder when not given)."""
+    recorded = RecordedEncoder.of(encoder) if encoder is not None else None
+    if dim is None:
+        if encoder is None:
+            raise ValueError("a new store without an encoder needs dim=")
+        dim = int(encoder.dimension)
+    return StoreManifest(
+        dim=dim,
+        compression=compression,  # type: ignore[arg-type]
+        encoder=recorded,
+        sparse_vector=CENTROIDS,
+    )
+
+
+def check_manifest(
+    manifest: StoreManifest,
+    encoder: Encoder | None,
+    compression: str | None,
+    dim: int | None,
+    where: str,
+) -> None:
+    """Refuse (``StoreMismatchError``) settings other than the store's own."""
+    if dim is not None and dim != manifest.dim:
+        raise StoreMismatchError(f"{where} holds {manifest.dim}-dim vectors, not {dim}")
+    if compression is not None and compression != manifest.compression:
+        raise StoreMismatchError(
+            f"{where} was built with compression={manifest.compression!r}, not {compression!r}"
+        )
+    if encoder is not None and manifest.encoder is not None:
+        mine = RecordedEncoder.of(encoder)
+        if mine.model != manifest.encoder.model:
+            raise StoreMismatchError(
+                f"{where} was built with model {manifest.encoder.model!r}; "
+                f"the encoder given is {mine.model!r}"
+            )
+        if mine.profile != manifest.encoder.profile:
+            diff = {
+                k: (manifest.encoder.profile.get(k), v)
+                for k, v in mine.profile.items()
+                if manifest.encoder.profile.get(k) != v
+            }
+            raise StoreMismatchError(
+                f"{where} was built with other encoder settings (stored, given): {diff}"
+            )
+
+
+def parse_manifest(raw: Any, where: str) -> StoreManifest:
+    """A manifest from its JSON form (``StoreCorruptError`` for anything else)."""
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise StoreCorruptError(f"{where} is not a vllm-retrieval store manifest")
+    version = raw.get("schema_version")
+    if version == 1:
+        raw = dict(raw, schema_version=SCHEMA_VERSION)
+        for key, value in _V1_CONSTANTS.items():
+            if raw.pop(key, value) != value:
+                raise StoreCorruptError(f"store manifest {where} is damaged: {key} is not {value}")
+    elif version != SCHEMA_VERSION:
+        raise StoreCorruptError(
+            f"{where} has schema version {version!r}; "
+            f"this vllm-retrieval reads versions 1 and {SCHEMA_VERSION}"
+        )
+    try:
+        return StoreManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise StoreCorruptError(f"store manifest {where} is damaged: {exc}") from None
+
+
+def read_manifest_file(path: Path) -> StoreManifest:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreCorruptError(f"store manifest {path} is unreadable: {exc}") from None
+    return parse_manifest(raw, str(path))
+
+
+def write_manifest_file(path: Path, manifest: StoreManifest) -> None:
+    """Write whole, fsync, rename over the old one, fsync the directory (crash-safe)."""
+    tmp = path.with_name(path.name + ".tmp")
+    data = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True)
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(data + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

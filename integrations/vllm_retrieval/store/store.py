@@ -1,0 +1,618 @@
+"""``MultiVectorStore``: dense + ColBERT token vectors in Qdrant (embedded Edge or a server).
+
+Qdrant is the storage engine; this facade maps the project's API onto it:
+
+* **Embedded (default)**: ``MultiVectorStore(path="./idx", encoder=enc)`` keeps a Qdrant Edge
+  shard in ``idx/shard`` and the store's settings in ``idx/vllm_retrieval.json``
+  (:mod:`.backends.edge`).
+* **Server / cluster**: ``MultiVectorStore(url=..., api_key=..., collection="docs")`` uses
+  ``qdrant-client``; the settings live in the collection's metadata. ``location=":memory:"``
+  or ``client_path=...`` use qdrant-client's local mode (same API, for tests)
+  (:mod:`.backends.client`).
+
+Both backends have the same schema (:mod:`.manifest`): a named dense vector ``"dense"``
+(cosine, HNSW), a named multivector ``"colbert"`` (cosine, MaxSim comparator, no HNSW), a
+named sparse vector ``"centroids"`` (the token index's postings, :mod:`.token_index`), and a
+payload ``{"text", "metadata", "doc_id"}``. Results always carry the caller's original id,
+type preserved (:mod:`.records`). Search modes are defined once, in :mod:`.plan`.
+
+Error policy: every input is validated before anything is written (a bad call leaves the store
+unchanged). Duplicate ids in one call raise :class:`DuplicateIdError`; deleting unknown ids is
+not an error (``delete`` returns how many documents were actually removed); ``get`` skips
+unknown ids while ``get_tokens`` raises ``KeyError`` for them (its result is positional).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..encoding import check_text
+from ..errors import StoreCorruptError, StoreError
+from .backends import StoreBackend, open_backend
+from .filters import FilterNode, parse_filter, to_qdrant
+from .indexing import build_postings, load_token_index
+from .manifest import COMPRESSIONS, StoreManifest, check_manifest, parse_manifest
+from .plan import DEFAULT_MODE, QueryPlan
+from .records import (
+    DocId,
+    DuplicateIdError,
+    Point,
+    Record,
+    SearchHit,
+    check_dense,
+    check_positive,
+    check_tokens,
+    hit,
+    make_points,
+    point_ids,
+    prepare,
+)
+from .token_index import MIN_DOCS, CentroidIndex, TokenIndexSettings
+
+if TYPE_CHECKING:
+    from ..encoding import Encoder
+
+__all__ = ["DuplicateIdError", "MultiVectorStore", "SearchHit"]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class MultiVectorStore:
+    """Dense + token (ColBERT) vectors, text and metadata in Qdrant; see the module doc.
+
+    Args:
+        path: Directory of an embedded Qdrant Edge store (created if missing or empty;
+            reopened, with its settings checked, if it holds a store).
+        encoder: The :class:`~vllm_retrieval.Encoder` for ``add_texts``/``search``. When
+            reopening without one, an encoder with the recorded settings is rebuilt on first
+            use.
+        url, api_key, collection: A Qdrant server or cluster (through qdrant-client).
+        location, client_path: qdrant-client local mode (``":memory:"`` or a folder).
+        client_kwargs: Further keyword arguments for ``QdrantClient``.
+        compression: Token-vector storage: ``None`` (float32), ``"fp16"`` (half the bytes),
+            ``"int8"`` (scalar-quantised codes in RAM, fp16 originals on disk for rescoring)
+            or ``"binary"`` (2-bit binary codes in RAM, fp16 originals on disk). ``None`` on
+            reopen keeps the recorded choice; another value than the recorded one is refused.
+        dim: Vector width; needed only for a new store without an encoder (otherwise learned
+            from the encoder). Checked against the store on reopen.
+        batch_size: Documents per write (and per encoder call in ``add_texts``).
+        show_progress: Show a tqdm bar while ingesting.
+        drop_token_index: Forget a recorded token index on opening (e.g. after its centroids
+            were lost or damaged, which otherwise raises ``StoreCorruptError``); ``hybrid``
+            then uses the dense prefetch until :meth:`build_token_index` runs again.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        encoder: Encoder | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        collection: str = "vllm_retrieval",
+        location: str | None = None,
+        client_path: str | os.PathLike[str] | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+        compression: str | None = None,
+        dim: int | None = None,
+        batch_size: int = 256,
+        show_progress: bool = False,
+        drop_token_index: bool = False,
+        _must_exist: bool = False,
+    ) -> None:
+        if compression is not None and compression not in COMPRESSIONS:
+            raise ValueError(
+                f"unknown compression {compression!r} (choose None, {', '.join(COMPRESSIONS)})"
+            )
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self._encoder = encoder
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._lock = threading.RLock()
+        self._closed = False
+        self._drop_token_index = bool(drop_token_index)
+        self._token_index: CentroidIndex | None = None
+        self._backend: StoreBackend
+        self._backend, self.manifest = open_backend(
+            path=path,
+            url=url,
+            api_key=api_key,
+            collection=collection,
+            location=location,
+            client_path=client_path,
+            client_kwargs=client_kwargs,
+            encoder=encoder,
+            compression=compression,
+            dim=dim,
+            must_exist=_must_exist,
+        )
+        self.path: Path | None = None if path is None else Path(path)
+        self.collection: str | None = None if path is not None else collection
+        try:
+            self._token_index = self._load_token_index()
+        except BaseException:
+            self._backend.close()
+            raise
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        encoder: Encoder | None = None,
+        **kwargs: Any,
+    ) -> MultiVectorStore:
+        """Reopen an existing store (``FileNotFoundError`` if there is none).
+
+        Without ``encoder`` the recorded encoder settings are used to rebuild one on first
+        use; with one, it must match the store's model and settings (``StoreMismatchError``).
+        """
+        return cls(path, encoder=encoder, _must_exist=True, **kwargs)
+
+    def _load_token_index(self) -> CentroidIndex | None:
+        settings = self.manifest.token_index
+        if settings is None:
+            return None
+        if self._drop_token_index:
+            self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
+            return None
+        return load_token_index(self._backend, self.manifest)
+
+    def _sync_token_index(self) -> None:
+        """On a server other processes may (re)build the index: follow the recorded one."""
+        if not self._backend.shared:
+            return
+        raw = self._backend.read_manifest()
+        recorded = raw.get("token_index") if raw else None
+        mine = self.manifest.token_index
+        if recorded != (mine.model_dump(mode="json") if mine is not None else None):
+            self.manifest = parse_manifest(raw, f"collection {self.collection!r}")
+            self._token_index = self._load_token_index()
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def token_index(self) -> TokenIndexSettings | None:
+        """The token index's settings (``None`` until :meth:`build_token_index` has run)."""
+        return self.manifest.token_index
+
+    @property
+    def backend(self) -> str:
+        """``"edge"`` (embedded Qdrant Edge) or ``"client"`` (qdrant-client)."""
+        return self._backend.kind
+
+    @property
+    def dim(self) -> int:
+        """Width of the stored vectors."""
+        return self.manifest.dim
+
+    @property
+    def compression(self) -> str | None:
+        """Token-vector compression (``None``, ``"fp16"``, ``"int8"`` or ``"binary"``)."""
+        return self.manifest.compression
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder (rebuilt from the recorded settings if none was given)."""
+        if self._encoder is None:
+            settings = self.manifest.encoder
+            if settings is None:
+                raise StoreError(
+                    "this store was built from caller-supplied vectors and has no encoder: "
+                    "pass encoder= or use add_encoded/search_encoded"
+                )
+            from ..encoding import Encoder
+
+            self._encoder = Encoder(**settings.encoder_kwargs())
+            check_manifest(self.manifest, self._encoder, None, None, "this store")
+        return self._encoder
+
+    def __repr__(self) -> str:
+        where = (
+            f"path={str(self.path)!r}"
+            if self.path is not None
+            else (f"collection={self.collection!r}")
+        )
+        return (
+            f"MultiVectorStore({where}, backend={self.backend!r}, dim={self.dim}, "
+            f"compression={self.compression!r})"
+        )
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._ensure_open()
+            return self._backend.count()
+
+    def __enter__(self) -> MultiVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write(self, points: list[Point]) -> None:
+        with self._lock:
+            self._ensure_open()
+            self._sync_token_index()
+            index = self._token_index
+            if index is not None:  # new documents join the token index as they are written
+                for p, sparse in zip(points, index.assign([p.tokens for p in points]), strict=True):
+                    p.sparse = sparse
+            self._backend.upsert(points)
+
+    def _points(
+        self,
+        items: list[str],
+        metas: list[dict[str, Any]],
+        ids: list[DocId],
+        s: int,
+        dense: Any,
+        tokens: list[FloatArray],
+    ) -> list[Point]:
+        """Points of documents ``s:s+n`` of one call, from their freshly encoded vectors."""
+        e = s + len(tokens)
+        dense_arr = check_dense(dense, e - s, self.dim)
+        toks = check_tokens(tokens, e - s, self.dim)
+        return make_points(items[s:e], dense_arr, toks, metas[s:e], ids[s:e])
+
+    def _progress(self, total: int, show: bool | None) -> Any:
+        if not (self.show_progress if show is None else show):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc="Indexing", unit="doc")
+
+    def add_encoded(
+        self,
+        texts: Sequence[str],
+        dense: Any,
+        tokens: Sequence[Any],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[DocId] | None = None,
+        *,
+        show_progress: bool | None = None,
+    ) -> list[DocId]:
+        """Upsert documents whose vectors are already computed; returns their ids.
+
+        ``dense`` is ``[n, d]``, ``tokens`` a list of ``[T_i, d]``. Everything is validated
+        before the first write; documents are written in batches of ``batch_size``. When this
+        returns, every document is durable (Edge's WAL; ``wait=True`` on a server).
+        """
+        self._ensure_open()
+        items, metas, doc_ids = prepare(texts, metadatas, ids, allow_empty=True)
+        dense_arr = check_dense(dense, len(items), self.dim)
+        toks = check_tokens(tokens, len(items), self.dim)
+        bar = self._progress(len(items), show_progress)
+        try:
+            for s in range(0, len(items), self.batch_size):
+                e = s + self.batch_size
+                self._write(
+                    make_points(items[s:e], dense_arr[s:e], toks[s:e], metas[s:e], doc_ids[s:e])
+                )
+                if bar is not None:
+                    bar.update(min(e, len(items)) - s)
+        finally:
+            if bar is not None:
+                bar.close()
+        return doc_ids
+
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[DocId] | None = None,
+        *,
+        show_progress: bool | None = None,
+    ) -> list[DocId]:
+        """Encode (one forward pass per text) and upsert texts; returns their ids.
+
+        Ids, metadata and texts are validated before anything is encoded or written; each
+        batch of ``batch_size`` texts is encoded and then written.
+        """
+        self._ensure_open()
+        items, metas, doc_ids = prepare(texts, metadatas, ids, allow_empty=False)
+        enc = self.encoder
+        bar = self._progress(len(items), show_progress)
+        try:
+            for s in range(0, len(items), self.batch_size):
+                e = s + self.batch_size
+                dense, toks = enc.encode_documents(items[s:e])
+                self._write(self._points(items, metas, doc_ids, s, dense, toks))
+                if bar is not None:
+                    bar.update(len(toks))
+        finally:
+            if bar is not None:
+                bar.close()
+        return doc_ids
+
+    async def aadd_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[DocId] | None = None,
+    ) -> list[DocId]:
+        """Async :meth:`add_texts` (encoder's async path; Qdrant calls in a worker thread)."""
+        self._ensure_open()
+        items, metas, doc_ids = prepare(texts, metadatas, ids, allow_empty=False)
+        enc = self.encoder
+        for s in range(0, len(items), self.batch_size):
+            e = s + self.batch_size
+            dense, toks = await enc.aencode_documents(items[s:e])
+            points = self._points(items, metas, doc_ids, s, dense, toks)
+            await asyncio.to_thread(self._write, points)
+        return doc_ids
+
+    def delete(
+        self,
+        ids: Sequence[DocId] | None = None,
+        *,
+        filter: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Delete by ids and/or by filter; returns how many documents were removed.
+
+        Unknown ids are not an error (they count 0). Giving neither ids nor a filter is a
+        ``ValueError`` (use a filter such as ``{"$not": {...}}`` to delete broadly).
+        """
+        self._ensure_open()
+        if ids is None and filter is None:
+            raise ValueError("delete() needs ids or filter=")
+        pids = [] if ids is None else list(dict.fromkeys(point_ids(ids)))
+        node = parse_filter(filter) if filter is not None else None
+        if filter is not None and node is None:
+            raise ValueError("delete(filter={}) would delete everything; refused")
+        removed = 0
+        with self._lock:
+            self._ensure_open()
+            if pids:
+                removed += len(self._backend.retrieve(pids, with_tokens=False))
+                self._backend.delete_ids(pids)
+            if node is not None:
+                flt = to_qdrant(node, self._backend.factory)
+                n = self._backend.count(flt)
+                if n:
+                    self._backend.delete_filter(flt)
+                removed += n
+        return removed
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _retrieve(self, ids: Sequence[DocId], with_tokens: bool) -> list[tuple[DocId, Record]]:
+        wanted = list(zip(ids, point_ids(ids), strict=True))
+        if not wanted:
+            return []
+        with self._lock:
+            self._ensure_open()
+            found = self._backend.retrieve(list(dict.fromkeys(p for _, p in wanted)), with_tokens)
+        return [(doc_id, found[p]) for doc_id, p in wanted if p in found]
+
+    def get(self, ids: Sequence[DocId]) -> list[SearchHit]:
+        """Stored documents for ``ids`` in the given order (unknown ids are skipped)."""
+        return [hit(rec.payload, math.nan, doc_id) for doc_id, rec in self._retrieve(ids, False)]
+
+    def get_tokens(self, ids: Sequence[DocId]) -> list[FloatArray]:
+        """Stored token vectors ``[T_i, d]`` float32 per id (``KeyError`` for unknown ids).
+
+        Vectors come back as stored: L2-normalised (cosine) and, with ``fp16``/``int8``/
+        ``binary`` compression, rounded to fp16.
+        """
+        ids = list(ids)
+        recs = self._retrieve(ids, with_tokens=True)
+        if len(recs) != len(ids):
+            present = {(type(d), d) for d, _ in recs}
+            missing = [i for i in ids if (type(i), i) not in present]
+            raise KeyError(f"unknown ids: {missing[:10]!r}")
+        out: list[FloatArray] = []
+        for doc_id, rec in recs:
+            if rec.tokens is None:  # pragma: no cover - schema guarantees token vectors
+                raise StoreCorruptError(f"document {doc_id!r} has no token vectors")
+            out.append(rec.tokens)
+        return out
+
+    def search_encoded(
+        self,
+        dense: Any = None,
+        tokens: Any = None,
+        k: int = 10,
+        *,
+        mode: str = DEFAULT_MODE,
+        filter: Mapping[str, Any] | None = None,
+        candidates: int = 200,
+        fusion: str = "rrf",
+        nprobe: int | None = None,
+    ) -> list[SearchHit]:
+        """Search with an already-encoded query (``dense [d]``, ``tokens [Q, d]``).
+
+        ``nprobe`` overrides the token index's centroids probed per query token (``hybrid``).
+        """
+        plan = QueryPlan.create(mode, k, candidates, fusion, nprobe)
+        return self._run(plan, parse_filter(filter), dense, tokens)
+
+    def _run(
+        self, plan: QueryPlan, node: FilterNode | None, dense: Any, tokens: Any
+    ) -> list[SearchHit]:
+        q_dense, q_tok = plan.query_vectors(dense, tokens, self.dim)
+        with self._lock:
+            self._ensure_open()
+            flt = to_qdrant(node, self._backend.factory) if node is not None else None
+            index, settings, sparse = self._token_index, self.manifest.token_index, None
+            if plan.uses_token_index and index is not None and settings is not None:
+                sparse = index.probe(q_tok, plan.nprobe or settings.nprobe)  # type: ignore[arg-type]
+            rows = self._backend.query(plan, q_dense, q_tok, sparse, flt)
+        return [hit(payload, score) for score, payload in rows]
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: str = DEFAULT_MODE,
+        filter: Mapping[str, Any] | None = None,
+        candidates: int = 200,
+        fusion: str = "rrf",
+        nprobe: int | None = None,
+    ) -> list[SearchHit]:
+        """Top-``k`` documents for ``query`` (fewer if the store, or the filter, has fewer).
+
+        Scores: cosine (``dense``), MaxSim sum (``maxsim``, ``hybrid``), fused score
+        (``fusion``). ``candidates`` is the depth of each prefetch (``hybrid``: the dense
+        vector and, once built, the token index) or of each list fused (``fusion``);
+        ``nprobe`` overrides the token index's centroids probed per query token.
+        """
+        query = check_text(query, "query")
+        plan = QueryPlan.create(mode, k, candidates, fusion, nprobe)
+        node = parse_filter(filter)
+        dense, toks = self.encoder.encode_queries([query])
+        return self._run(plan, node, dense[0], toks[0])
+
+    async def asearch(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: str = DEFAULT_MODE,
+        filter: Mapping[str, Any] | None = None,
+        candidates: int = 200,
+        fusion: str = "rrf",
+        nprobe: int | None = None,
+    ) -> list[SearchHit]:
+        """Async :meth:`search`."""
+        query = check_text(query, "query")
+        plan = QueryPlan.create(mode, k, candidates, fusion, nprobe)
+        node = parse_filter(filter)
+        dense, toks = await self.encoder.aencode_queries([query])
+        return await asyncio.to_thread(self._run, plan, node, dense[0], toks[0])
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def optimize(self) -> None:
+        """Build indexes / merge segments now (Edge runs its optimisers in-process).
+
+        Also builds the token index (:meth:`build_token_index`) the first time the store
+        holds at least 1,000 documents; later documents join it as they are written.
+        """
+        with self._lock:
+            self._ensure_open()
+            self._backend.optimize()
+            if (
+                self.manifest.sparse_vector is not None
+                and self.manifest.token_index is None
+                and self._backend.count() >= MIN_DOCS
+            ):
+                self.build_token_index()
+
+    def _save_manifest(self, manifest: StoreManifest) -> None:
+        self._backend.save_manifest(manifest)
+        self.manifest = manifest
+
+    def build_token_index(
+        self,
+        centroids: int | None = None,
+        *,
+        nprobe: int = 2,
+        sample_tokens: int | None = None,
+        seed: int = 0,
+        show_progress: bool | None = None,
+    ) -> TokenIndexSettings:
+        """(Re)build the token index: k-means centroids over the stored token vectors and
+        every document's centroid postings (a Qdrant sparse vector).
+
+        ``hybrid`` search then prefetches candidates from the postings as well as from the
+        dense vector, which finds the documents that share the query's tokens. Documents
+        added later are assigned to the centroids as they are written; rebuild after the
+        collection has grown several-fold. ``centroids`` defaults to
+        ``2^floor(log2(2 sqrt(T)))`` (T stored tokens, estimated from the sample, 64..8192),
+        trained on up to ``sample_tokens`` (default ``64 * centroids``) tokens of documents
+        drawn at random; then every document is read once and assigned.
+
+        Crash-safe: the old index is dropped from the manifest first and the new one is
+        recorded only once every document carries its postings; until then ``hybrid`` uses
+        the dense prefetch alone. The build holds the store's lock (searches and writes of
+        this object wait for it); on a server, build while no other process writes to the
+        collection (other writers pick up the new index at their next write).
+        """
+        centroids = None if centroids is None else check_positive(centroids, "centroids")
+        nprobe = check_positive(nprobe, "nprobe")
+        sample_tokens = (
+            None if sample_tokens is None else check_positive(sample_tokens, "sample_tokens")
+        )
+        if self.manifest.sparse_vector is None:
+            raise StoreError(
+                "this store was created without the centroid sparse vector (an older "
+                "vllm-retrieval); re-create it to use a token index"
+            )
+        with self._lock:
+            self._ensure_open()
+            n_docs = self._backend.count()
+            if n_docs == 0:
+                raise StoreError("cannot build a token index for an empty store")
+            if self.manifest.token_index is not None:
+                self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
+            self._token_index = None
+            bar = self._progress(n_docs, show_progress)
+            try:
+                index, settings = build_postings(
+                    self._backend,
+                    centroids=centroids,
+                    nprobe=nprobe,
+                    sample_tokens=sample_tokens,
+                    seed=seed,
+                    batch=self.batch_size,
+                    bar=bar,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+            self._backend.optimize()
+            self._save_manifest(self.manifest.model_copy(update={"token_index": settings}))
+            self._token_index = index
+            return settings
+
+    def flush(self) -> None:
+        """Flush segments to disk (acknowledged writes are already durable through the WAL)."""
+        with self._lock:
+            self._ensure_open()
+            self._backend.flush()
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk of an embedded store (0 for a server)."""
+        if self.path is None:
+            return 0
+        return sum(f.stat().st_size for f in _walk(self.path))
+
+    def close(self) -> None:
+        """Flush and release the store (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._backend.flush()
+            finally:
+                self._backend.close()
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            if p.is_file() and not p.is_symlink():
+                yield p
