@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # CPU vLLM unless a CUDA GPU is visible.
 BACKEND ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
-EXTRAS := $(BACKEND),models,langchain,qdrant,eval,cli,dev
+EXTRAS := $(BACKEND),models,images,langchain,qdrant,eval,cli,dev
 LATE_EXTRAS := llamaindex
 
 export HF_HUB_OFFLINE := 1

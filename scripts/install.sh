@@ -21,6 +21,17 @@ if [ -n "${LATE_EXTRAS:-}" ]; then
 fi
 if [ "$BACKEND" = cpu ]; then
   "${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  # Qwen-VL image processors need torchvision, and only its CPU build imports next to
+  # torch+cpu: PyTorch's CPU wheel index, else a wheel folder (WHEELS, default ../shared/wheels
+  # on the project's machines). Without either, everything but vision-language models works.
+  : "${TORCH_CPU_INDEX:=https://download.pytorch.org/whl/cpu}" "${WHEELS:=../shared/wheels}"
+  "${PIP[@]}" install -q --no-deps --timeout 15 --retries 0 --index-url "$TORCH_CPU_INDEX" \
+      "torchvision==0.28.0+cpu" 2>/dev/null \
+    || { [ -d "$WHEELS" ] && "${PIP[@]}" install -q --no-deps --no-index --find-links "$WHEELS" \
+      "torchvision==0.28.0+cpu"; } \
+    || echo "note: no CPU torchvision found; vision-language models will be unavailable"
+  "$VENV/bin/python" -c "import torchvision" 2>/dev/null \
+    || "${PIP[@]}" uninstall -y -q torchvision 2>/dev/null || true
 fi
 "$VENV/bin/python" - <<'PY'
 import importlib

@@ -160,6 +160,7 @@ SAMPLES: dict[str, Any] = {
     "max_length": 100,
     "query_length": 16,
     "pooling": "cls",
+    "profile": "sentence-transformers",
     "batch_size": 7,
     "show_progress": True,
     "dtype": "float32",

@@ -71,7 +71,7 @@ def _reference(model_dir: Path, ids: list[int]) -> tuple[np.ndarray, np.ndarray]
 
 def test_bge_m3_dense_and_colbert_from_one_pass(m3_dir: Path) -> None:
     enc = Encoder(model=str(m3_dir))
-    assert enc.profile.kind == "bge-m3" and enc.profile.pooling == "cls"
+    assert enc.model_profile.kind == "bge-m3" and enc.model_profile.pooling == "cls"
     text = "Multi-lingual, multi-granular and multi-functional embeddings"
     ids = enc.token_ids([text], is_query=False)[0]
     dense, tokens = enc.encode_documents([text])

@@ -89,7 +89,7 @@ def _reference(model_dir: Path, ids: list[int]) -> np.ndarray:
 
 
 def test_profile_is_colbert(colbert: Encoder) -> None:
-    prof = colbert.profile
+    prof = colbert.model_profile
     tok = colbert.tokenizer
     assert prof.kind == "colbert"
     assert prof.query_marker_id == tok.convert_tokens_to_ids("[unused0]")

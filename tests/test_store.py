@@ -595,6 +595,6 @@ def test_text_reopen_restores_encoder_and_refuses_another(
         make_store(reopen=True, encoder=other)
     again = make_store(reopen=True)  # no encoder: rebuilt from the recorded settings
     assert again.encoder.max_length == encoder.max_length
-    assert again.encoder.profile.describe() == encoder.profile.describe()
+    assert again.encoder.model_profile.describe() == encoder.model_profile.describe()
     hits = again.search(enc["texts"][4][:300], k=1)
     assert hits[0].id == enc["ids"][4]

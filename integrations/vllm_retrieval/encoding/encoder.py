@@ -11,12 +11,13 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ConfigDict, PrivateAttr
 
-from ..errors import require
-from .backends.base import EngineBackend
+from ..errors import EngineError, require
+from .backends.base import EngineBackend, ImagePrompt, ImageRows, MultimodalBackend
 from .backends.local import EngineSettings
 from .backends.registry import get_engine, get_remote_engine, release_engine
 from .backends.remote import PROBE_TEXT, RemoteEngine, RemoteSettings
-from .inputs import check_text, check_texts
+from .images import MultimodalItem, is_image
+from .inputs import LoadedItem, check_images, check_items, check_text, check_texts
 from .profiles import ModelProfile, load_profile, resolve_model_path
 from .settings import EncoderSettings
 
@@ -69,12 +70,14 @@ class Encoder(EncoderSettings):
             max_length=self.max_length,
             query_length=self.query_length,
             tokenizer=self._tokenizer,
+            profile=self.profile,
         )
 
     # -- properties ------------------------------------------------------------------------
 
     @property
-    def profile(self) -> ModelProfile:
+    def model_profile(self) -> ModelProfile:
+        """How this model's rows become vectors (detected, or named by ``profile=``)."""
         assert self._profile is not None
         return self._profile
 
@@ -88,7 +91,7 @@ class Encoder(EncoderSettings):
 
     @property
     def engine_settings(self) -> EngineSettings:
-        kwargs = {**dict(self.profile.engine_overrides), **self.engine_kwargs}
+        kwargs = {**dict(self.model_profile.engine_overrides), **self.engine_kwargs}
         return EngineSettings.create(self._model_path, dtype=self.dtype, engine_kwargs=kwargs)
 
     @property
@@ -146,7 +149,7 @@ class Encoder(EncoderSettings):
 
     def token_ids(self, texts: list[str], *, is_query: bool) -> list[list[int]]:
         """The exact ids the engine sees for each text (prefix, markers, truncation applied)."""
-        prof = self.profile
+        prof = self.model_profile
         prefix = prof.query_prefix if is_query else prof.document_prefix
         limit = (prof.query_length if (is_query and prof.is_colbert) else None) or prof.max_length
         tok = self._tokenizer
@@ -163,7 +166,7 @@ class Encoder(EncoderSettings):
         ]
 
     def _finish(self, ids: list[int], rows: FloatArray, *, is_query: bool) -> EncodedText:
-        prof = self.profile
+        prof = self.model_profile
         if rows.shape[0] != len(ids):
             raise RuntimeError(f"engine returned {rows.shape[0]} rows for {len(ids)} tokens")
         dense = prof.pool(rows)
@@ -221,6 +224,154 @@ class Encoder(EncoderSettings):
         rows = [r for part in parts for r in part]
         return [self._finish(i, r, is_query=is_query) for i, r in zip(ids, rows, strict=True)]
 
+    # -- images and text+image items (vision-language models) --------------------------------
+
+    def _image_engine(self) -> MultimodalBackend:
+        if not self.model_profile.takes_images:
+            raise ValueError(
+                f"{self._model_path!r} is not a vision-language model: it takes texts only"
+            )
+        engine = self.engine
+        if not isinstance(engine, MultimodalBackend):
+            raise EngineError(f"this engine ({type(engine).__name__}) does not take images")
+        return engine
+
+    def image_prompt(self, item: LoadedItem, *, is_query: bool = False) -> ImagePrompt:
+        """The engine prompt of an image item: the model's image template, its text in place
+        (truncated to ``max_length`` tokens; an image alone gets the profile's image text)."""
+        prof = self.model_profile
+        assert prof.image_prompt is not None
+        head, _, tail = prof.image_prompt.partition("{text}")
+        if item.text is None:
+            text = prof.image_text
+        else:
+            text = (prof.query_prefix if is_query else prof.document_prefix) + item.text
+        tok = self._tokenizer
+        ids = [
+            *tok(head, add_special_tokens=False)["input_ids"],
+            *tok(text, add_special_tokens=False, truncation=True, max_length=prof.max_length)[
+                "input_ids"
+            ],
+            *tok(tail, add_special_tokens=False)["input_ids"],
+        ]
+        return ImagePrompt([int(i) for i in ids], (item.image,))
+
+    def _finish_image(self, out: ImageRows, item: LoadedItem) -> EncodedText:
+        prof = self.model_profile
+        rows, ids = out.rows, out.token_ids
+        if rows.shape[0] != len(ids):
+            raise EngineError(f"engine returned {rows.shape[0]} rows for {len(ids)} tokens")
+        if prof.vision_rows_only and item.text is None:
+            start, stop = prof.vision_span(ids)
+            rows, ids = rows[start:stop], ids[start:stop]
+        return EncodedText(prof.pool(rows), prof.token_rows(rows), ids)
+
+    def _split(
+        self, items: list[str | LoadedItem], is_query: bool
+    ) -> tuple[list[int], list[list[int]], list[int], list[ImagePrompt]]:
+        texts = [i for i, it in enumerate(items) if isinstance(it, str)]
+        images = [i for i, it in enumerate(items) if isinstance(it, LoadedItem)]
+        ids = self.token_ids([items[i] for i in texts], is_query=is_query) if texts else []  # type: ignore[misc]
+        prompts = [self.image_prompt(items[i], is_query=is_query) for i in images]  # type: ignore[arg-type]
+        return texts, ids, images, prompts
+
+    def _submit_images(
+        self, engine: MultimodalBackend, prompts: list[ImagePrompt]
+    ) -> list[Future[list[ImageRows]]]:
+        bs = self.batch_size
+        return [engine.submit_images(prompts[i : i + bs]) for i in range(0, len(prompts), bs)]
+
+    def _merge(
+        self,
+        items: list[str | LoadedItem],
+        is_query: bool,
+        texts: list[int],
+        ids: list[list[int]],
+        text_rows: list[FloatArray],
+        images: list[int],
+        image_rows: list[ImageRows],
+    ) -> list[EncodedText]:
+        out: list[EncodedText | None] = [None] * len(items)
+        for i, tid, rows in zip(texts, ids, text_rows, strict=True):
+            out[i] = self._finish(tid, rows, is_query=is_query)
+        for i, rows_ in zip(images, image_rows, strict=True):
+            out[i] = self._finish_image(rows_, items[i])  # type: ignore[arg-type]
+        return [e for e in out if e is not None]
+
+    def encode_items(self, items: Sequence[Any], *, is_query: bool = False) -> list[EncodedText]:
+        """Encode texts, images and text+image items (:class:`MultimodalItem`) in order; each
+        result has the dense vector and the token vectors of ONE forward pass."""
+        loaded = check_items(items, "queries" if is_query else "items")
+        if all(isinstance(it, str) for it in loaded):
+            return self.encode(loaded, is_query=is_query)  # type: ignore[arg-type]
+        engine = self._image_engine()
+        texts, ids, images, prompts = self._split(loaded, is_query)
+        text_futures = self._submit(ids) if ids else []
+        bs = self.batch_size
+        image_futures = [
+            engine.submit_images(prompts[s : s + bs]) for s in range(0, len(prompts), bs)
+        ]
+        text_rows = [r for f in text_futures for r in f.result()]
+        image_rows = [r for f in image_futures for r in f.result()]
+        return self._merge(loaded, is_query, texts, ids, text_rows, images, image_rows)
+
+    async def aencode_items(
+        self, items: Sequence[Any], *, is_query: bool = False
+    ) -> list[EncodedText]:
+        """Async :meth:`encode_items` (images decoded in a worker thread)."""
+        loaded = await asyncio.to_thread(check_items, items, "queries" if is_query else "items")
+        if all(isinstance(it, str) for it in loaded):
+            return await self.aencode(loaded, is_query=is_query)  # type: ignore[arg-type]
+        if self._engine is None:
+            await asyncio.to_thread(self.start)
+        engine = self._image_engine()
+        texts, ids, images, prompts = await asyncio.to_thread(self._split, loaded, is_query)
+        bs = self.batch_size
+        futures = [*self._submit(ids)] if ids else []
+        image_futures = [
+            engine.submit_images(prompts[s : s + bs]) for s in range(0, len(prompts), bs)
+        ]
+        parts = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        iparts = await asyncio.gather(*(asyncio.wrap_future(f) for f in image_futures))
+        text_rows = [r for p in parts for r in p]
+        image_rows = [r for p in iparts for r in p]
+        return self._merge(loaded, is_query, texts, ids, text_rows, images, image_rows)
+
+    def _items(self, texts: Sequence[Any], is_query: bool) -> bool:
+        """Whether ``texts`` holds image items (and the model takes them)."""
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            return False
+        mixed = any(isinstance(t, MultimodalItem) or is_image(t) for t in texts)
+        if mixed and not self.model_profile.takes_images:
+            raise ValueError(
+                f"{self._model_path!r} is not a vision-language model: it takes texts only"
+            )
+        return mixed
+
+    def encode_images(self, images: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        """Images' ``(dense [n, d], token vectors)`` from ONE forward pass per image."""
+        items = self.encode_items(check_images(images))
+        return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
+
+    def embed_images(self, images: Sequence[Any]) -> FloatArray:
+        """Dense image vectors ``[n, d]`` float32, L2-normalised."""
+        return self.encode_images(images)[0]
+
+    def embed_images_tokens(self, images: Sequence[Any]) -> list[FloatArray]:
+        """Token (patch) vectors per image, each ``[T_i, d]`` with L2-normalised rows."""
+        return self.encode_images(images)[1]
+
+    async def aencode_images(self, images: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        loaded = await asyncio.to_thread(check_images, images)
+        items = await self.aencode_items(loaded)
+        return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
+
+    async def aembed_images(self, images: Sequence[Any]) -> FloatArray:
+        return (await self.aencode_images(images))[0]
+
+    async def aembed_images_tokens(self, images: Sequence[Any]) -> list[FloatArray]:
+        return (await self.aencode_images(images))[1]
+
     def _progress(self, total: int) -> Any:
         if not self.show_progress or total <= self.batch_size:
             return None
@@ -260,14 +411,20 @@ class Encoder(EncoderSettings):
         """Query token vectors ``[T, d]`` (ColBERT: ``T == query_length``)."""
         return self.encode([check_text(text, "query")], is_query=True)[0].tokens
 
-    def encode_documents(self, texts: Sequence[str]) -> tuple[FloatArray, list[FloatArray]]:
-        """``(dense [n, d], token vectors)`` from ONE forward pass per text."""
-        items = self.encode(texts)
+    def encode_documents(self, texts: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        """``(dense [n, d], token vectors)`` from ONE forward pass per text (or, for a
+        vision-language model, per image or :class:`MultimodalItem`)."""
+        items = self.encode_items(texts) if self._items(texts, False) else self.encode(texts)
         return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
 
-    def encode_queries(self, texts: Sequence[str]) -> tuple[FloatArray, list[FloatArray]]:
-        """Queries' ``(dense [n, d], token vectors)`` from one forward pass per query."""
-        items = self.encode(texts, is_query=True)
+    def encode_queries(self, texts: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        """Queries' ``(dense [n, d], token vectors)`` from one forward pass per query (texts,
+        or for a vision-language model also images and :class:`MultimodalItem`)."""
+        items = (
+            self.encode_items(texts, is_query=True)
+            if self._items(texts, True)
+            else self.encode(texts, is_query=True)
+        )
         return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
 
     async def aembed_documents(self, texts: Sequence[str]) -> FloatArray:
@@ -283,12 +440,15 @@ class Encoder(EncoderSettings):
     async def aembed_query_tokens(self, text: str) -> FloatArray:
         return (await self.aencode([check_text(text, "query")], is_query=True))[0].tokens
 
-    async def aencode_documents(self, texts: Sequence[str]) -> tuple[FloatArray, list[FloatArray]]:
-        items = await self.aencode(texts)
+    async def aencode_documents(self, texts: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        mixed = self._items(texts, False)
+        items = await (self.aencode_items(texts) if mixed else self.aencode(texts))
         return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
 
-    async def aencode_queries(self, texts: Sequence[str]) -> tuple[FloatArray, list[FloatArray]]:
-        items = await self.aencode(texts, is_query=True)
+    async def aencode_queries(self, texts: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        mixed = self._items(texts, True)
+        enc = self.aencode_items if mixed else self.aencode
+        items = await enc(texts, is_query=True)
         return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
 
     def token_texts(self, ids: Sequence[int]) -> list[str]:

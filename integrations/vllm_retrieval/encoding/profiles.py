@@ -17,15 +17,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import string
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .model_profile import PROFILES, ModelProfile, Pooling, ProfileKind
+from .vlm import VLM_ARCHITECTURES, vlm_profile
+
 __all__ = [
     "DEFAULT_MODEL",
+    "PROFILES",
     "ModelProfile",
     "Pooling",
     "ProfileKind",
@@ -34,8 +37,6 @@ __all__ = [
     "resolve_model_path",
 ]
 
-Pooling = Literal["mean", "cls", "max", "last"]
-ProfileKind = Literal["sentence-transformers", "colbert", "bge-m3"]
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED = {
@@ -74,113 +75,6 @@ def _read_json(path: Path) -> dict[str, Any] | list[Any] | None:
     return data
 
 
-@dataclass(frozen=True)
-class ModelProfile:
-    """Everything the core needs to know about a model beyond its weights."""
-
-    kind: ProfileKind
-    pooling: Pooling = "mean"
-    max_length: int = 512
-    query_prefix: str = ""
-    document_prefix: str = ""
-    # ColBERT handling (kind == "colbert").
-    query_marker_id: int | None = None
-    document_marker_id: int | None = None
-    query_length: int | None = None
-    document_length: int | None = None
-    mask_token_id: int | None = None
-    skip_ids: frozenset[int] = field(default_factory=frozenset)
-    # BGE-M3: the ColBERT head applied in the core to the raw hidden states of every token
-    # but the first (CLS gives the dense vector), exactly as FlagEmbedding does.
-    projection_weight: FloatArray | None = field(default=None, compare=False, repr=False)
-    projection_bias: FloatArray | None = field(default=None, compare=False, repr=False)
-    drop_first_token_row: bool = False
-    # Overrides for vllm.LLM (e.g. serve BGE-M3 as a plain XLM-R encoder: raw hidden states).
-    engine_overrides: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def is_colbert(self) -> bool:
-        return self.kind == "colbert"
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-safe description, recorded by stores so a reopen can detect a mismatch."""
-        return {
-            "kind": self.kind,
-            "pooling": self.pooling,
-            "max_length": self.max_length,
-            "query_prefix": self.query_prefix,
-            "document_prefix": self.document_prefix,
-            "query_length": self.query_length,
-            "document_length": self.document_length,
-        }
-
-    # -- token ids ------------------------------------------------------------------------
-
-    def build_ids(
-        self, base_ids: list[int], *, is_query: bool, cls_id: int | None, sep_id: int | None
-    ) -> list[int]:
-        """Token ids for the engine from the tokenizer's ids without special tokens.
-
-        Plain models: ``[CLS] tokens [SEP]`` truncated to ``max_length``. ColBERT models:
-        ``[CLS] [Q] tokens [SEP]`` padded with ``[MASK]`` to ``query_length`` for queries, and
-        ``[CLS] [D] tokens [SEP]`` truncated to ``document_length`` for documents.
-        """
-        head: list[int] = [cls_id] if cls_id is not None else []
-        tail: list[int] = [sep_id] if sep_id is not None else []
-        if self.is_colbert:
-            marker = self.query_marker_id if is_query else self.document_marker_id
-            if marker is not None:
-                head = [*head, marker]
-            limit = (self.query_length if is_query else self.document_length) or self.max_length
-        else:
-            limit = self.max_length
-        room = max(limit - len(head) - len(tail), 0)
-        ids = head + base_ids[:room] + tail
-        if self.is_colbert and is_query and self.query_length and self.mask_token_id is not None:
-            ids = ids + [self.mask_token_id] * (self.query_length - len(ids))
-        return ids
-
-    def keep_mask(self, ids: list[int], *, is_query: bool) -> npt.NDArray[np.bool_] | None:
-        """Rows to keep as token vectors (None keeps all): the ColBERT document skip-list."""
-        if self.is_colbert and not is_query and self.skip_ids:
-            keep = np.fromiter((i not in self.skip_ids for i in ids), dtype=bool, count=len(ids))
-            return keep
-        return None
-
-    # -- vectors --------------------------------------------------------------------------
-
-    def pool(self, rows: FloatArray) -> FloatArray:
-        """Dense vector from the raw rows of one text (before any row is dropped)."""
-        if rows.shape[0] == 0:
-            raise ValueError("cannot pool zero rows")
-        vec: npt.NDArray[np.float64]
-        if self.pooling == "mean":
-            vec = rows.mean(axis=0, dtype=np.float64)
-        elif self.pooling == "cls":
-            vec = rows[0].astype(np.float64)
-        elif self.pooling == "max":
-            vec = rows.max(axis=0).astype(np.float64)
-        else:
-            vec = rows[-1].astype(np.float64)
-        vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
-        out: FloatArray = vec.astype(np.float32)
-        return out
-
-    def token_rows(self, rows: FloatArray) -> FloatArray:
-        """Token vectors from raw rows (after any row selection): projection, then L2."""
-        if self.projection_weight is not None:
-            rows = rows @ self.projection_weight.T
-            if self.projection_bias is not None:
-                rows = rows + self.projection_bias
-        return self.normalize_rows(rows)
-
-    @staticmethod
-    def normalize_rows(rows: FloatArray) -> FloatArray:
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        out: FloatArray = (rows / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-        return out
-
-
 def _load_linear(path: Path) -> tuple[FloatArray, FloatArray | None]:
     """A torch ``nn.Linear`` state dict, loaded without unpickling code (weights_only)."""
     if not path.is_file():
@@ -213,6 +107,14 @@ def _st_pooling(model_dir: Path) -> Pooling:
     return pooling
 
 
+def _detect(archs: list[str]) -> str:
+    if "HF_ColBERT" in archs or "ColBERTModel" in archs:
+        return "colbert"
+    if "BgeM3EmbeddingModel" in archs:
+        return "bge-m3"
+    return "sentence-transformers"
+
+
 def load_profile(
     model_path: str,
     *,
@@ -222,13 +124,30 @@ def load_profile(
     max_length: int | None = None,
     query_length: int | None = None,
     tokenizer: Any = None,
+    profile: str | None = None,
 ) -> ModelProfile:
-    """Decide the profile of the model in ``model_path`` (explicit arguments win)."""
+    """Decide the profile of the model in ``model_path`` (explicit arguments win).
+
+    ``profile`` names one of :data:`PROFILES`; by default it is detected from the checkpoint.
+    """
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} (choose {', '.join(PROFILES)})")
     model_dir = Path(model_path)
     config = _read_json(model_dir / "config.json")
     if not isinstance(config, dict):
         raise ValueError(f"{model_path!r} has no readable config.json: not a model folder")
     archs = [str(a) for a in config.get("architectures") or []]
+
+    if profile in ("jina-v4", "vlm") or (profile is None and VLM_ARCHITECTURES & set(archs)):
+        return vlm_profile(
+            model_path,
+            config,
+            profile=profile,
+            pooling=pooling,
+            query_prefix=query_prefix,
+            document_prefix=document_prefix,
+            max_length=max_length,
+        )
     model_limit = int(config.get("max_position_embeddings", 512))
     if config.get("type_vocab_size") is None and config.get("model_type") in ("xlm-roberta",):
         model_limit -= 2  # XLM-R positions are offset by the padding index
@@ -247,6 +166,9 @@ def load_profile(
     if limit > model_limit:
         raise ValueError(f"max_length={limit} exceeds the model's limit of {model_limit} tokens")
 
+    detected = _detect(archs)
+    if profile is not None and profile != detected:
+        raise ValueError(f"profile {profile!r} does not fit {model_path!r} (a {detected} model)")
     if "HF_ColBERT" in archs or "ColBERTModel" in archs:
         meta_file = _read_json(model_dir / "artifact.metadata")
         meta: dict[str, Any] = meta_file if isinstance(meta_file, dict) else {}

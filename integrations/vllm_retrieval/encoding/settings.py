@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .profiles import Pooling
+from .profiles import Pooling, ProfileKind
 
 __all__ = ["ENCODER_FIELDS", "EncoderSettings"]
 
@@ -39,6 +39,10 @@ class EncoderSettings(BaseModel):
     )
     pooling: Pooling | None = Field(
         default=None, description="Dense pooling; default from the model's config."
+    )
+    profile: ProfileKind | None = Field(
+        default=None,
+        description="Model profile (e.g. 'jina-v4', 'vlm'); default: detected from the model.",
     )
     batch_size: int = Field(default=64, gt=0, description="Texts per engine request.")
     show_progress: bool = Field(default=False, description="Show a tqdm bar for long inputs.")

@@ -268,7 +268,7 @@ class MaxSimReranker(BaseModel):
         call = getattr(engine, "call", None)
         if call is None:
             raise NotImplementedError("score_with_vllm needs an in-process vLLM engine")
-        prof = self.encoder.profile
+        prof = self.encoder.model_profile
         q_text = prof.query_prefix + query
         d_texts = [prof.document_prefix + d for d in docs]
 

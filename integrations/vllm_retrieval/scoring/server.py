@@ -22,7 +22,7 @@ def remote_score(encoder: Encoder, query: str, documents: Sequence[str]) -> list
     engine = encoder.engine
     if not isinstance(engine, RemoteEngine):
         raise ValueError("remote_score needs an Encoder(base_url=...)")
-    prof = encoder.profile
+    prof = encoder.model_profile
     return engine.score(
         prof.query_prefix + query,
         [prof.document_prefix + d for d in docs],

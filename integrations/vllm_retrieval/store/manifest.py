@@ -79,12 +79,16 @@ class RecordedEncoder(BaseModel):
             max_length=encoder.max_length,
             query_length=encoder.query_length,
             pooling=encoder.pooling,
-            profile=json.loads(json.dumps(encoder.profile.describe())),
+            profile=json.loads(json.dumps(encoder.model_profile.describe())),
         )
 
     def encoder_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that rebuild the encoder (``Encoder(**...)``)."""
-        return self.model_dump(exclude={"profile"})
+        kwargs = self.model_dump(exclude={"profile"})
+        kind = self.profile.get("kind")
+        if kind in ("jina-v4", "vlm"):  # not detected from the checkpoint alone
+            kwargs["profile"] = kind
+        return kwargs
 
 
 class StoreManifest(BaseModel):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EngineBackend", "RowsArray"]
+__all__ = ["EngineBackend", "ImagePrompt", "ImageRows", "MultimodalBackend", "RowsArray"]
 
 RowsArray = npt.NDArray[np.float32]
 
@@ -35,4 +36,31 @@ class EngineBackend(Protocol):
 
     def close(self) -> None:
         """Release the engine's resources."""
+        ...
+
+
+@dataclass(frozen=True)
+class ImagePrompt:
+    """A vision-language prompt: token ids with one image placeholder token per image, and
+    the images (RGB ``PIL`` images) that the model's processor expands them into."""
+
+    token_ids: list[int]
+    images: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ImageRows:
+    """The raw rows of an image prompt and the *expanded* token ids they belong to (one
+    placeholder becomes one row per merged image patch)."""
+
+    rows: RowsArray
+    token_ids: list[int]
+
+
+@runtime_checkable
+class MultimodalBackend(EngineBackend, Protocol):
+    """A backend that also takes images."""
+
+    def submit_images(self, prompts: Sequence[ImagePrompt]) -> Future[list[ImageRows]]:
+        """Raw rows and expanded ids, one per prompt (token_embed, no activation)."""
         ...

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from ...errors import EngineError, require
-from .base import RowsArray
+from .base import ImagePrompt, ImageRows, RowsArray
 
 __all__ = [
     "EngineSettings",
@@ -121,8 +121,13 @@ class EngineSettings:
 
 @dataclass
 class _Job:
-    ids: list[list[int]]
-    future: Future[list[RowsArray]] = field(default_factory=Future)
+    ids: list[list[int]] | list[ImagePrompt]
+    future: Future[Any] = field(default_factory=Future)
+    images: bool = False  # ImagePrompts in, ImageRows out
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(p.token_ids if isinstance(p, ImagePrompt) else p) for p in self.ids)
 
 
 T = TypeVar("T")
@@ -172,6 +177,17 @@ class SharedEngine:
             job.future.set_exception(EngineError("the vLLM engine has stopped"))
             return job.future
         self._queue.put(job)
+        return job.future
+
+    def submit_images(self, prompts: Sequence[ImagePrompt]) -> Future[list[ImageRows]]:
+        """Queue image prompts; the future gives each one's raw rows and expanded ids."""
+        job = _Job(ids=list(prompts), images=True)
+        if not job.ids:
+            job.future.set_result([])
+        elif not self._thread.is_alive():
+            job.future.set_exception(EngineError("the vLLM engine has stopped"))
+        else:
+            self._queue.put(job)
         return job.future
 
     def call(self, fn: Callable[[Any], T]) -> Future[T]:
@@ -236,7 +252,7 @@ class SharedEngine:
                 self._run_call(llm, first)
                 continue
             jobs: list[_Job] = [first]
-            budget = sum(len(i) for i in first.ids)
+            budget = first.tokens
             # Coalesce whatever else is already waiting, up to a token budget.
             while budget < self.settings.max_batch_tokens:
                 try:
@@ -247,7 +263,7 @@ class SharedEngine:
                     self._queue.put(nxt)  # handled on the next turn, in order enough
                     break
                 jobs.append(nxt)
-                budget += sum(len(i) for i in nxt.ids)
+                budget += nxt.tokens
             self._encode(llm, jobs)
         self._fail_pending(EngineError("the vLLM engine was shut down"))
         del llm
@@ -265,16 +281,19 @@ class SharedEngine:
         live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
         if not live:
             return
-        prompts = [self._tokens_prompt(prompt_token_ids=ids) for j in live for ids in j.ids]
+        prompts = [self._prompt(p) for j in live for p in j.ids]
         try:
             outputs = llm.encode(prompts, pooling_task="token_embed", use_tqdm=False)
-            rows: list[RowsArray] = []
-            for out in outputs:
+            rows: list[Any] = []
+            for out, prompt in zip(outputs, (p for j in live for p in j.ids), strict=False):
                 error = getattr(out, "error", None)
                 if error:
                     raise EngineError(f"vLLM failed on a request: {error}")
-                data = out.outputs.data
-                rows.append(np.asarray(data.float().cpu().numpy(), dtype=np.float32))
+                data = np.asarray(out.outputs.data.float().cpu().numpy(), dtype=np.float32)
+                if isinstance(prompt, ImagePrompt):
+                    rows.append(ImageRows(data, [int(i) for i in out.prompt_token_ids]))
+                else:
+                    rows.append(data)
             if len(rows) != len(prompts):
                 raise EngineError(f"vLLM returned {len(rows)} outputs for {len(prompts)} inputs")
         except BaseException as exc:  # the engine thread must survive
@@ -286,6 +305,14 @@ class SharedEngine:
         for job in live:
             job.future.set_result(rows[start : start + len(job.ids)])
             start += len(job.ids)
+
+    def _prompt(self, p: list[int] | ImagePrompt) -> Any:
+        if isinstance(p, ImagePrompt):
+            images = p.images[0] if len(p.images) == 1 else list(p.images)
+            return self._tokens_prompt(
+                prompt_token_ids=p.token_ids, multi_modal_data={"image": images}
+            )
+        return self._tokens_prompt(prompt_token_ids=p)
 
     def _fail_pending(self, err: Exception) -> None:
         while True:

@@ -1,0 +1,92 @@
+"""Profiles of vision-language models (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; Jina embeddings v4).
+
+The engine runs them like every model here: ``token_embed`` without activation, so each row
+is a raw last hidden state of one *expanded* prompt token (one ``<|image_pad|>`` becomes one
+row per merged image patch). From those rows:
+
+``jina-v4``  Jina embeddings v4's vLLM recipe: texts are ``"Query: "`` / ``"Document: "`` +
+             text; an image is the chat prompt ``<|im_start|>user\\n<|vision_start|>
+             <|image_pad|><|vision_end|>Describe the image.<|im_end|>\\n``. The dense vector of
+             an image is the float mean of its rows from ``<|vision_start|>`` to
+             ``<|vision_end|>`` inclusive, then L2 (raw hidden states, no per-row
+             normalisation before pooling); of a text, the mean of all rows. The token vectors
+             (MaxSim) are the same rows, each L2-normalised. A text with an image puts the
+             text in place of "Describe the image." and pools every row (both signals).
+``vlm``      a generic hidden-state embedding of any Qwen-VL checkpoint: the same image
+             prompt, pooling over all rows (``mean`` by default; ``cls`` / ``max`` / ``last``),
+             instruction prefixes as given.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .model_profile import ModelProfile, Pooling
+
+__all__ = ["IMAGE_PROMPT", "VLM_ARCHITECTURES", "vlm_profile"]
+
+VLM_ARCHITECTURES = frozenset(
+    {
+        "Qwen2VLForConditionalGeneration",
+        "Qwen2_5_VLForConditionalGeneration",
+        "Qwen3VLForConditionalGeneration",
+    }
+)
+IMAGE_PROMPT = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{text}<|im_end|>\n"
+IMAGE_TEXT = "Describe the image."
+# Qwen-VL's special token ids (the same in Qwen2-VL, Qwen2.5-VL and Qwen3-VL).
+_VISION = (151652, 151655, 151653)
+# Text budget when the checkpoint allows more: the CPU KV cache is sized for this length.
+_DEFAULT_MAX_LENGTH = 8192
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    text = config.get("text_config")
+    return text if isinstance(text, dict) else config
+
+
+def vlm_profile(
+    model_path: str,
+    config: dict[str, Any],
+    *,
+    profile: str | None,
+    pooling: Pooling | None,
+    query_prefix: str | None,
+    document_prefix: str | None,
+    max_length: int | None,
+) -> ModelProfile:
+    """The profile of a Qwen-VL family checkpoint (``jina-v4`` when named so or by name)."""
+    if profile is None:
+        name = os.path.basename(os.path.normpath(model_path)).lower()
+        profile = "jina-v4" if "jina-embeddings-v4" in name else "vlm"
+    model_limit = int(_text_config(config).get("max_position_embeddings", _DEFAULT_MAX_LENGTH))
+    limit = max_length or min(model_limit, _DEFAULT_MAX_LENGTH)
+    if limit > model_limit:
+        raise ValueError(f"max_length={limit} exceeds the model's limit of {model_limit} tokens")
+    vision = (
+        int(config.get("vision_start_token_id", _VISION[0])),
+        int(config.get("image_token_id", _VISION[1])),
+        int(config.get("vision_end_token_id", _VISION[2])),
+    )
+    jina = profile == "jina-v4"
+    return ModelProfile(
+        kind="jina-v4" if jina else "vlm",
+        pooling=pooling or "mean",
+        max_length=limit,
+        query_prefix=query_prefix if query_prefix is not None else ("Query: " if jina else ""),
+        document_prefix=(
+            document_prefix if document_prefix is not None else ("Document: " if jina else "")
+        ),
+        special_tokens=False,
+        image_prompt=IMAGE_PROMPT,
+        image_text=IMAGE_TEXT,
+        vision_ids=vision,
+        vision_rows_only=jina,
+        # The KV cache must hold a whole prompt: bound the engine's length to the text budget
+        # (images add their patch rows on top), and take one image per prompt, no video.
+        engine_overrides=(
+            ("max_model_len", min(model_limit, limit + 4096)),
+            ("limit_mm_per_prompt", {"image": 1, "video": 0}),
+        ),
+    )

@@ -1,0 +1,78 @@
+"""Tiny random vision-language checkpoints for tests and benchmarks (no weights download).
+
+A Qwen2.5-VL (Jina embeddings v4's architecture) with hidden size 64, 2 layers and head size
+32 (vLLM's CPU attention needs >= 32), around the real Qwen tokenizer of
+``../shared/fixtures/qwen-tokenizer`` (real token ids and chat template), with an image
+processor limited to 64 merged patches so an image costs 64 rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QWEN_TOKENIZER = Path(
+    os.environ.get("QWEN_TOKENIZER_DIR", REPO.parent / "shared" / "fixtures" / "qwen-tokenizer")
+)
+PATCH = 28  # patch 14 x spatial merge 2
+
+
+def missing() -> str | None:
+    """Why the tiny VLM cannot be built here (None when it can)."""
+    if not (QWEN_TOKENIZER / "tokenizer.json").is_file():
+        return f"the Qwen tokenizer fixture is not at {QWEN_TOKENIZER}"
+    try:
+        import torchvision  # noqa: F401  (Qwen-VL processors need it)
+    except Exception as exc:
+        return f"torchvision (CPU build) is not importable: {type(exc).__name__}"
+    return None
+
+
+def build_qwen25_vl(out: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random Qwen2.5-VL checkpoint (~50 MB, ~2 s) in ``out``."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+    )
+
+    torch.manual_seed(seed)
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": 151936,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 128,
+            "max_position_embeddings": 2048,
+            "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
+            "rope_theta": 10000.0,
+            "tie_word_embeddings": True,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+    )
+    Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(out)
+    AutoTokenizer.from_pretrained(QWEN_TOKENIZER).save_pretrained(out)
+    Qwen2VLImageProcessor(
+        min_pixels=4 * PATCH * PATCH, max_pixels=64 * PATCH * PATCH
+    ).save_pretrained(out)
+    return out

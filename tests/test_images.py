@@ -1,0 +1,225 @@
+"""Images through the real vLLM CPU engine: a tiny random Qwen2.5-VL (Jina v4's architecture)
+against transformers on real images (scikit-image's samples), the vision rows, mixed batches,
+bad images, and text models refusing images."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import _vlm
+from vllm_retrieval import Encoder, ImageError, MultimodalItem
+
+pytestmark = pytest.mark.skipif(_vlm.missing() is not None, reason=str(_vlm.missing()))
+COS = 0.9999
+VISION_START, IMAGE_PAD, VISION_END = 151652, 151655, 151653
+
+
+def _images() -> dict[str, Any]:
+    skimage = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    return {
+        name: Image.fromarray(getattr(skimage, name)())
+        for name in ("astronaut", "coffee", "chelsea", "rocket")
+    }
+
+
+@pytest.fixture(scope="session")
+def vlm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _vlm.build_qwen25_vl(tmp_path_factory.mktemp("vlm") / "tiny-qwen25-vl")
+
+
+@pytest.fixture(scope="session")
+def jina(vlm_path: Path) -> Iterator[Encoder]:
+    """The Jina v4 profile on the tiny checkpoint (one engine, shared by every profile)."""
+    enc = Encoder(model=str(vlm_path), profile="jina-v4", dtype="float32").start()
+    yield enc
+    enc.close()
+
+
+@pytest.fixture(scope="session")
+def reference(vlm_path: Path) -> Any:
+    """transformers' last hidden states of one prompt (the parity reference)."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(vlm_path, dtype=torch.float32)
+    model.eval()
+    processor = AutoProcessor.from_pretrained(vlm_path)
+
+    def run(prompt: str, image: Any = None) -> tuple[np.ndarray, list[int]]:
+        inputs = processor(
+            text=[prompt],
+            images=None if image is None else [image],
+            return_tensors="pt",
+            return_mm_token_type_ids=True,
+        )
+        with torch.no_grad():
+            rows = model.model(**inputs).last_hidden_state[0].float().numpy()
+        return rows, inputs["input_ids"][0].tolist()
+
+    return run
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _cos_rows(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((_unit(a) * _unit(b)).sum(-1).min())
+
+
+def test_profiles_are_detected_and_named(vlm_path: Path) -> None:
+    generic = Encoder(model=str(vlm_path))
+    assert generic.model_profile.kind == "vlm" and generic.model_profile.takes_images
+    jina = Encoder(model=str(vlm_path), profile="jina-v4")
+    prof = jina.model_profile
+    assert (prof.kind, prof.query_prefix, prof.document_prefix) == (
+        "jina-v4",
+        "Query: ",
+        "Document: ",
+    )
+    assert prof.vision_rows_only and prof.vision_ids == (VISION_START, IMAGE_PAD, VISION_END)
+    with pytest.raises(ValueError, match="jina-v4"):
+        Encoder(model=str(vlm_path), profile="clip")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not fit"):
+        Encoder(profile="colbert")
+
+
+def test_image_parity_with_transformers_and_vision_rows(jina: Encoder, reference: Any) -> None:
+    images = _images()
+    dense, tokens = jina.encode_images(list(images.values()))
+    assert dense.shape == (len(images), 64)
+    for n, img in enumerate(images.values()):
+        prompt = (jina.model_profile.image_prompt or "").replace("{text}", "Describe the image.")
+        rows, ids = reference(prompt, img)
+        start, stop = ids.index(VISION_START), ids.index(VISION_END) + 1
+        vision = rows[start:stop]
+        assert ids[start + 1 : stop - 1] == [IMAGE_PAD] * (stop - start - 2)
+        # Token vectors: exactly the vision rows, each L2-normalised.
+        assert _cos_rows(tokens[n], vision) >= COS
+        # Dense: float mean of the raw vision rows, then L2.
+        want = _unit(vision.astype(np.float64).mean(0))
+        assert float(dense[n] @ want) >= COS
+        assert abs(float(np.linalg.norm(dense[n])) - 1.0) < 1e-5
+    one = jina.encode_items([images["astronaut"]])[0]
+    assert one.token_ids[0] == VISION_START and one.token_ids[-1] == VISION_END
+    assert one.token_ids.count(IMAGE_PAD) == one.tokens.shape[0] - 2
+
+
+def test_text_parity_and_prefixes(jina: Encoder, reference: Any) -> None:
+    dense, tokens = jina.encode_queries(["what is on the moon?"])
+    rows, ids = reference("Query: what is on the moon?")
+    assert _cos_rows(tokens[0], rows) >= COS
+    assert float(dense[0] @ _unit(rows.astype(np.float64).mean(0))) >= COS
+    assert jina.token_ids(["what is on the moon?"], is_query=True)[0] == ids
+
+
+def test_text_with_image_pools_every_row(jina: Encoder, reference: Any) -> None:
+    img = _images()["coffee"]
+    fused = jina.encode_documents([MultimodalItem(text="a cup of coffee", image=img)])
+    prompt = (jina.model_profile.image_prompt or "").replace("{text}", "Document: a cup of coffee")
+    rows, _ = reference(prompt, img)
+    assert float(fused[0][0] @ _unit(rows.astype(np.float64).mean(0))) >= COS
+    assert _cos_rows(fused[1][0], rows) >= COS
+    # Both signals count: changing the text or the image changes the vector.
+    other_text = jina.encode_documents([MultimodalItem(text="a rocket launch", image=img)])[0][0]
+    other_image = jina.encode_documents(
+        [MultimodalItem(text="a cup of coffee", image=_images()["rocket"])]
+    )[0][0]
+    for other in (other_text, other_image):
+        assert float(fused[0][0] @ other) < 0.99999
+
+
+def test_generic_vlm_pooling(vlm_path: Path, jina: Encoder, reference: Any) -> None:
+    img = _images()["chelsea"]
+    last = Encoder(model=str(vlm_path), profile="vlm", pooling="last", dtype="float32")
+    dense, tokens = last.encode_images([img])
+    template = last.model_profile.image_prompt or ""
+    rows, _ = reference(template.replace("{text}", "Describe the image."), img)
+    assert float(dense[0] @ _unit(rows[-1])) >= COS
+    assert _cos_rows(tokens[0], rows) >= COS  # every row, not just the vision rows
+    assert last.engine is jina.engine  # same checkpoint and engine settings: one engine
+
+
+def test_mixed_batches_keep_order(jina: Encoder) -> None:
+    imgs = _images()
+    items: list[Any] = [
+        "a text",
+        imgs["astronaut"],
+        MultimodalItem(text="with a caption", image=imgs["rocket"]),
+        MultimodalItem(text="text only"),
+        "another text",
+    ]
+    dense, tokens = jina.encode_documents(items)
+    for n, item in enumerate(items):
+        one_dense, one_tokens = jina.encode_documents([item])
+        assert float(dense[n] @ one_dense[0]) >= COS
+        assert tokens[n].shape == one_tokens[0].shape
+    adense, _ = asyncio.run(jina.aencode_documents(items))
+    assert np.allclose(adense, dense, atol=1e-5)
+    assert np.allclose(asyncio.run(jina.aembed_images([imgs["astronaut"]])), dense[1:2], atol=1e-5)
+
+
+def test_image_sources_and_modes(jina: Encoder, tmp_path: Path) -> None:
+    import base64
+
+    img = _images()["coffee"]
+    path = tmp_path / "coffee.png"
+    img.save(path)
+    raw = path.read_bytes()
+    uri = "data:image/png;base64," + base64.b64encode(raw).decode()
+    dense = jina.embed_images([img, path, raw, uri, str(path)])
+    assert np.allclose(dense, dense[0], atol=1e-5)  # lossless PNG: the same pixels each time
+    # Other modes are converted to RGB and encoded, never rejected; big images are resized.
+    for mode in ("RGBA", "L", "CMYK", "P", "I;16"):
+        converted = img.convert(mode) if mode != "I;16" else img.convert("L").convert("I;16")
+        assert jina.embed_images([converted]).shape == (1, 64)
+    big = img.resize((2000, 1500))
+    assert jina.embed_images_tokens([big])[0].shape[0] <= 64 + 2
+
+
+@pytest.mark.parametrize(
+    ("bad", "exc", "match"),
+    [
+        (b"", ImageError, "zero bytes"),
+        (b"not an image at all", ImageError, "not a readable image"),
+        ("data:image/png;base64,!!!", ImageError, "base64"),
+        (Path("/no/such/image.png"), ImageError, "no image file"),
+        (12, TypeError, "PIL image, a path, bytes or a data: URI"),
+    ],
+)
+def test_bad_images_are_typed_errors(jina: Encoder, bad: Any, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        jina.embed_images([bad])
+
+
+def test_truncated_and_zero_size_images(jina: Encoder) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    _images()["rocket"].save(buf, format="PNG")
+    with pytest.raises(ImageError, match=r"truncated or damaged|not a readable"):
+        jina.embed_images([buf.getvalue()[: len(buf.getvalue()) // 2]])
+    with pytest.raises(ImageError, match="zero size"):
+        jina.embed_images([Image.new("RGB", (0, 5))])
+    with pytest.raises(TypeError, match="single"):
+        jina.embed_images(_images()["rocket"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs a text, an image"):
+        MultimodalItem()
+
+
+def test_text_models_refuse_images(encoder: Encoder) -> None:
+    img = _images()["coffee"]
+    with pytest.raises(ValueError, match="not a vision-language model"):
+        encoder.embed_images([img])
+    with pytest.raises(ValueError, match="not a vision-language model"):
+        encoder.encode_documents([MultimodalItem(text="x", image=img)])
