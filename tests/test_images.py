@@ -223,3 +223,43 @@ def test_text_models_refuse_images(encoder: Encoder) -> None:
         encoder.embed_images([img])
     with pytest.raises(ValueError, match="not a vision-language model"):
         encoder.encode_documents([MultimodalItem(text="x", image=img)])
+
+
+def test_reranker_scores_images_by_maxsim_over_patches(jina: Encoder) -> None:
+    from vllm_retrieval import MaxSimReranker
+    from vllm_retrieval.scoring import maxsim_reference
+
+    imgs = _images()
+    docs: list[Any] = [imgs["coffee"], "a cup of coffee", imgs["rocket"], imgs["coffee"]]
+    reranker = MaxSimReranker(encoder=jina, cache_size=8)
+    ranked = reranker.rerank("coffee", docs)
+    q = jina.embed_query_tokens("coffee")
+    want = maxsim_reference(q, jina.encode_documents(docs)[1])
+    assert sorted(r.index for r in ranked) == [0, 1, 2, 3]
+    for r in ranked:
+        assert abs(r.score - float(want[r.index])) < 1e-4
+    # Equal images hit the cache: three distinct documents were encoded once each.
+    assert reranker.cache_info["size"] == 3
+    again = asyncio.run(reranker.arerank("coffee", docs))
+    assert [(r.index, round(r.score, 4)) for r in again] == [
+        (r.index, round(r.score, 4)) for r in ranked
+    ]
+
+
+def test_explain_maps_query_tokens_to_image_patches(jina: Encoder) -> None:
+    from vllm_retrieval import MaxSimReranker
+
+    img = _images()["astronaut"]  # 512 x 512 -> resized to 224 x 224 -> 8 x 8 merged patches
+    assert jina.image_grid(img) == (8, 8)
+    reranker = MaxSimReranker(encoder=jina)
+    exp = reranker.explain("an astronaut in a suit", img)
+    assert exp.grid == (8, 8)
+    assert exp.similarities.shape == (len(exp.query_tokens), 8 * 8 + 2)
+    assert abs(exp.score - reranker.rerank("an astronaut in a suit", [img])[0].score) < 1e-4
+    for m in exp.matches:
+        if m.patch is None:  # the <|vision_start|> / <|vision_end|> rows
+            assert m.document_position in (0, 8 * 8 + 1)
+        else:
+            row, col = m.patch
+            assert 0 <= row < 8 and 0 <= col < 8
+            assert m.document_position == 1 + row * 8 + col

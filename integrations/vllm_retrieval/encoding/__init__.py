@@ -20,7 +20,7 @@ from .backends import (
 )
 from .encoder import EncodedText, Encoder
 from .images import ImageError, MultimodalItem, load_image
-from .inputs import check_images, check_items, check_text, check_texts
+from .inputs import LoadedItem, check_images, check_items, check_text, check_texts
 from .profiles import (
     DEFAULT_MODEL,
     PROFILES,
@@ -42,6 +42,7 @@ __all__ = [
     "EngineBackend",
     "EngineSettings",
     "ImageError",
+    "LoadedItem",
     "ModelProfile",
     "MultimodalItem",
     "Pooling",

@@ -20,6 +20,7 @@ from .images import MultimodalItem, is_image
 from .inputs import LoadedItem, check_images, check_items, check_text, check_texts
 from .profiles import ModelProfile, load_profile, resolve_model_path
 from .settings import EncoderSettings
+from .vlm import merged_grid
 
 __all__ = ["EncodedText", "Encoder"]
 
@@ -57,6 +58,7 @@ class Encoder(EncoderSettings):
     _tokenizer: Any = PrivateAttr(default=None)
     _engine: EngineBackend | None = PrivateAttr(default=None)
     _dim: int | None = PrivateAttr(default=None)
+    _image_processor: Any = PrivateAttr(default=None)
 
     def model_post_init(self, __context: Any) -> None:
         self._model_path = resolve_model_path(self.model)
@@ -265,6 +267,19 @@ class Encoder(EncoderSettings):
             start, stop = prof.vision_span(ids)
             rows, ids = rows[start:stop], ids[start:stop]
         return EncodedText(prof.pool(rows), prof.token_rows(rows), ids)
+
+    def image_grid(self, image: Any) -> tuple[int, int]:
+        """``(rows, columns)`` of an image's patch vectors: the image's ``<|image_pad|>``
+        rows, row-major, after the model's processor has resized it."""
+        if not self.model_profile.takes_images:
+            raise ValueError(f"{self._model_path!r} is not a vision-language model")
+        if self._image_processor is None:
+            transformers = require("transformers", "cpu")
+            self._image_processor = transformers.AutoImageProcessor.from_pretrained(
+                self._model_path
+            )
+        img = check_images([image])[0]
+        return merged_grid(self._image_processor, img.width, img.height)
 
     def _split(
         self, items: list[str | LoadedItem], is_query: bool

@@ -98,6 +98,8 @@ def check_items(value: Any, what: str = "items") -> list[str | LoadedItem]:
         where = f"{what}[{i}]"
         if isinstance(item, str):
             out.append(check_text(item, where))
+        elif isinstance(item, LoadedItem):  # already validated
+            out.append(item)
         elif isinstance(item, MultimodalItem):
             text = None if item.text is None else check_text(item.text, f"{where}.text")
             if item.image is None:

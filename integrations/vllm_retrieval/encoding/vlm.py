@@ -24,7 +24,7 @@ from typing import Any
 
 from .model_profile import ModelProfile, Pooling
 
-__all__ = ["IMAGE_PROMPT", "VLM_ARCHITECTURES", "vlm_profile"]
+__all__ = ["IMAGE_PROMPT", "VLM_ARCHITECTURES", "merged_grid", "vlm_profile"]
 
 VLM_ARCHITECTURES = frozenset(
     {
@@ -39,6 +39,26 @@ IMAGE_TEXT = "Describe the image."
 _VISION = (151652, 151655, 151653)
 # Text budget when the checkpoint allows more: the CPU KV cache is sized for this length.
 _DEFAULT_MAX_LENGTH = 8192
+
+
+def merged_grid(processor: Any, width: int, height: int) -> tuple[int, int]:
+    """``(rows, columns)`` of an image's merged patches: one vision row each, row-major.
+
+    The Qwen-VL processors resize to multiples of ``patch_size * merge_size`` within the
+    ``size`` pixel limits (``smart_resize``); each merged patch is one ``<|image_pad|>`` row.
+    """
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    factor = int(processor.patch_size) * int(processor.merge_size)
+    size = processor.size
+    h, w = smart_resize(
+        height,
+        width,
+        factor=factor,
+        min_pixels=int(size["shortest_edge"]),
+        max_pixels=int(size["longest_edge"]),
+    )
+    return h // factor, w // factor
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:

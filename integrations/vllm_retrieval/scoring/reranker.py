@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from ..encoding import Encoder, check_text, check_texts
+from ..encoding import Encoder, LoadedItem, check_items, check_text, check_texts
 from .explain import Explanation, TokenMatch, explain
 from .maxsim import maxsim
 from .packing import _to_numpy_f32
@@ -36,6 +36,7 @@ from .packing import _to_numpy_f32
 __all__ = ["Explanation", "MaxSimReranker", "RerankResult", "TokenMatch"]
 
 FloatArray = npt.NDArray[np.float32]
+Document = str | LoadedItem
 
 
 class RerankResult(NamedTuple):
@@ -45,8 +46,14 @@ class RerankResult(NamedTuple):
     score: float
 
 
-def _content_key(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+def _content_key(doc: Document) -> str:
+    """A text's hash, or an image item's (its pixels, size and mode, and its text)."""
+    if isinstance(doc, str):
+        return hashlib.blake2b(doc.encode("utf-8"), digest_size=16).hexdigest()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"image:{doc.image.size}:{doc.image.mode}:{doc.text!r}".encode())
+    h.update(doc.image.tobytes())
+    return h.hexdigest()
 
 
 class MaxSimReranker(BaseModel):
@@ -120,10 +127,31 @@ class MaxSimReranker(BaseModel):
             raise ValueError(f"top_n must be positive, got {n}")
         return n
 
+    def _documents(self, documents: Any) -> list[Document]:
+        """Texts, or for a vision-language encoder also images and text+image items."""
+        if (
+            self.encoder.model_profile.takes_images
+            and isinstance(documents, Sequence)
+            and not isinstance(documents, (str, bytes))
+            and any(not isinstance(d, str) for d in documents)
+        ):
+            return check_items(documents, "documents")
+        return list(check_texts(documents, "documents", allow_empty=True))
+
+    def _encode(self, docs: list[Document]) -> list[FloatArray]:
+        if all(isinstance(d, str) for d in docs):
+            return self.encoder.embed_documents_tokens(docs)  # type: ignore[arg-type]
+        return [e.tokens for e in self.encoder.encode_items(docs)]
+
+    async def _aencode(self, docs: list[Document]) -> list[FloatArray]:
+        if all(isinstance(d, str) for d in docs):
+            return await self.encoder.aembed_documents_tokens(docs)  # type: ignore[arg-type]
+        return [e.tokens for e in await self.encoder.aencode_items(docs)]
+
     def _known(
-        self, docs: list[str], document_tokens: Sequence[Any] | None
-    ) -> tuple[list[FloatArray | None], list[str]]:
-        """Token vectors already known per document, and the distinct texts to encode."""
+        self, docs: list[Document], document_tokens: Sequence[Any] | None
+    ) -> tuple[list[FloatArray | None], dict[str, Document]]:
+        """Token vectors already known per document, and the distinct documents to encode."""
         if document_tokens is not None:
             if isinstance(document_tokens, np.ndarray) or not isinstance(document_tokens, Sequence):
                 raise TypeError("document_tokens must be a sequence of [T_i, d] arrays or None")
@@ -132,7 +160,7 @@ class MaxSimReranker(BaseModel):
                     f"document_tokens has {len(document_tokens)} entries for {len(docs)} documents"
                 )
         known: list[FloatArray | None] = []
-        missing: dict[str, None] = {}
+        missing: dict[str, Document] = {}
         for i, text in enumerate(docs):
             given = None if document_tokens is None else document_tokens[i]
             if given is not None:
@@ -141,16 +169,17 @@ class MaxSimReranker(BaseModel):
             if text == "":
                 known.append(None)  # zero tokens; scored -inf below
                 continue
-            hit = self._cache_get(_content_key(text))
+            key = _content_key(text)
+            hit = self._cache_get(key)
             known.append(hit)
             if hit is None:
-                missing[text] = None
-        return known, list(missing)
+                missing[key] = text
+        return known, missing
 
     def _score(
         self,
         query_tokens: FloatArray,
-        docs: list[str],
+        docs: list[Document],
         known: list[FloatArray | None],
         encoded: dict[str, FloatArray],
         top_n: int | None,
@@ -159,7 +188,7 @@ class MaxSimReranker(BaseModel):
         rows: list[Any] = []
         for text, tokens in zip(docs, known, strict=True):
             if tokens is None:
-                tokens = encoded.get(text) if text else None
+                tokens = encoded.get(_content_key(text)) if text != "" else None
             if tokens is None:
                 tokens = np.zeros((0, dim), dtype=np.float32)
             rows.append(tokens)
@@ -169,10 +198,10 @@ class MaxSimReranker(BaseModel):
             order = order[:top_n]
         return [RerankResult(int(i), float(scores[i])) for i in order]
 
-    def _remember(self, texts: list[str], tokens: list[FloatArray]) -> dict[str, FloatArray]:
-        out = dict(zip(texts, tokens, strict=True))
-        for text, tok in out.items():
-            self._cache_put(_content_key(text), tok)
+    def _remember(self, keys: list[str], tokens: list[FloatArray]) -> dict[str, FloatArray]:
+        out = dict(zip(keys, tokens, strict=True))
+        for key, tok in out.items():
+            self._cache_put(key, tok)
         return out
 
     # -- public API -------------------------------------------------------------------------
@@ -180,7 +209,7 @@ class MaxSimReranker(BaseModel):
     def rerank(
         self,
         query: str,
-        documents: Sequence[str],
+        documents: Sequence[Any],
         *,
         top_n: int | None = None,
         document_tokens: Sequence[FloatArray | None] | None = None,
@@ -189,7 +218,9 @@ class MaxSimReranker(BaseModel):
 
         Args:
             query: the query text (non-empty).
-            documents: texts to rank; ``[]`` gives ``[]``.
+            documents: texts to rank; ``[]`` gives ``[]``. A vision-language encoder also
+                ranks images and :class:`~vllm_retrieval.MultimodalItem` s (MaxSim over
+                their patch vectors).
             top_n: results to keep (default: the reranker's ``top_n``; None keeps all).
             document_tokens: optional known token vectors ``[T_i, d]`` per document (e.g. from
                 a store); ``None`` entries are encoded. Only documents with neither known
@@ -199,27 +230,27 @@ class MaxSimReranker(BaseModel):
             ``RerankResult(index, score)`` per kept document, best first (ties: input order).
         """
         query = check_text(query, "query", allow_blank=False)
-        docs = check_texts(documents, "documents", allow_empty=True)
+        docs = self._documents(documents)
         n = self._resolve_top_n(top_n)
         if not docs:
             return []
         known, missing = self._known(docs, document_tokens)
         query_tokens = self.encoder.embed_query_tokens(query)
-        fresh = self.encoder.embed_documents_tokens(missing) if missing else []
-        encoded = self._remember(missing, fresh)
+        fresh = self._encode(list(missing.values())) if missing else []
+        encoded = self._remember(list(missing), fresh)
         return self._score(query_tokens, docs, known, encoded, n)
 
     async def arerank(
         self,
         query: str,
-        documents: Sequence[str],
+        documents: Sequence[Any],
         *,
         top_n: int | None = None,
         document_tokens: Sequence[FloatArray | None] | None = None,
     ) -> list[RerankResult]:
         """Async :meth:`rerank`: query and documents are encoded concurrently."""
         query = check_text(query, "query", allow_blank=False)
-        docs = check_texts(documents, "documents", allow_empty=True)
+        docs = await asyncio.to_thread(self._documents, documents)
         n = self._resolve_top_n(top_n)
         if not docs:
             return []
@@ -227,14 +258,14 @@ class MaxSimReranker(BaseModel):
         if missing:
             query_tokens, doc_tokens = await asyncio.gather(
                 self.encoder.aembed_query_tokens(query),
-                self.encoder.aembed_documents_tokens(missing),
+                self._aencode(list(missing.values())),
             )
         else:
             query_tokens, doc_tokens = await self.encoder.aembed_query_tokens(query), []
-        encoded = self._remember(missing, doc_tokens)
+        encoded = self._remember(list(missing), doc_tokens)
         return await asyncio.to_thread(self._score, query_tokens, docs, known, encoded, n)
 
-    def explain(self, query: str, document: str) -> Explanation:
+    def explain(self, query: str, document: Any) -> Explanation:
         """Per query token: its text, the best document token, its position, the similarity.
 
         See :func:`~vllm_retrieval.scoring.explain.explain` (scored with this reranker's
