@@ -95,3 +95,30 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     yield factory
     for s in opened:
         s.close()
+
+
+class EnginePasses:
+    """How many texts the shared engine ran a forward pass on (queries included)."""
+
+    def __init__(self) -> None:
+        self.sequences = 0
+
+    def clear(self) -> None:
+        self.sequences = 0
+
+
+@pytest.fixture
+def engine_passes(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> EnginePasses:
+    """Counts the sequences submitted to the session engine (every Encoder with the same
+    settings shares it) while the test runs."""
+    engine = encoder.engine
+    counter = EnginePasses()
+    submit = engine.submit
+
+    def counting(ids: Any) -> Any:
+        counter.sequences += len(ids)
+        return submit(ids)
+
+    monkeypatch.setattr(engine, "submit", counting)
+    _ = encoder.dimension  # learned once, before counting
+    return counter

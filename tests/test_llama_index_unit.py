@@ -16,7 +16,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
-from llama_index.core.schema import Document, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import Document, MetadataMode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import (
     FilterCondition,
     FilterOperator,
@@ -162,14 +162,33 @@ def test_empty_and_passthrough() -> None:
 
 
 @pytest.mark.parametrize(
-    "operator",
+    ("operator", "value", "expected"),
     [
-        FilterOperator.CONTAINS,
-        FilterOperator.TEXT_MATCH,
-        FilterOperator.ANY,
-        FilterOperator.ALL,
-        FilterOperator.IS_EMPTY,
+        (FilterOperator.ANY, ["x", "y"], {"tags": {"$in": ["x", "y"]}}),
+        (
+            FilterOperator.ALL,
+            ["x", "y"],
+            {"$and": [{"tags": {"$eq": "x"}}, {"tags": {"$eq": "y"}}]},
+        ),
+        (FilterOperator.ALL, ["x"], {"tags": {"$eq": "x"}}),
+        (FilterOperator.CONTAINS, "x", {"tags": {"$eq": "x"}}),
     ],
+)
+def test_list_operators(operator: FilterOperator, value: Any, expected: dict[str, Any]) -> None:
+    from vllm_retrieval.store.filters import parse_filter
+
+    got = to_store_filter(MetadataFilter(key="tags", value=value, operator=operator))
+    assert got == expected
+    assert parse_filter(got) is not None
+    with pytest.raises(ValueError, match="non-empty"):
+        to_store_filter(MetadataFilter(key="tags", value=[], operator=FilterOperator.ALL))
+    with pytest.raises(ValueError, match="single value"):
+        to_store_filter(MetadataFilter(key="tags", value=["x"], operator=FilterOperator.CONTAINS))
+
+
+@pytest.mark.parametrize(
+    "operator",
+    [FilterOperator.TEXT_MATCH, FilterOperator.TEXT_MATCH_INSENSITIVE, FilterOperator.IS_EMPTY],
 )
 def test_unsupported_operator_is_named(operator: FilterOperator) -> None:
     flt = MetadataFilters(
@@ -212,7 +231,11 @@ async def test_retriever_async_and_fusion() -> None:
     retriever = VLLMMultiVectorRetriever(store, mode="fusion", fusion="dbsf")  # type: ignore[arg-type]
     out = await retriever.aretrieve("q")
     assert [n.node.node_id for n in out] == ["a", "b"]
-    assert store.searches[0][1] == {"k": 10, "mode": "fusion", "candidates": 200, "fusion": "dbsf"}
+    # Options left unset are the store's defaults; similarity_top_k is LlamaIndex's 2.
+    assert store.searches[0][1] == {"k": 2, "mode": "fusion", "fusion": "dbsf"}
+    retriever = VLLMMultiVectorRetriever(store, nprobe=4, candidates=30)  # type: ignore[arg-type]
+    retriever.retrieve("q")
+    assert store.searches[1][1] == {"k": 2, "candidates": 30, "nprobe": 4}
 
 
 @pytest.mark.parametrize(
@@ -220,8 +243,10 @@ async def test_retriever_async_and_fusion() -> None:
     [
         {"similarity_top_k": 0},
         {"similarity_top_k": -3},
-        {"mode": "bm25"},
+        {"mode": "nonsense"},
+        {"fusion": "sum"},
         {"candidates": 0},
+        {"nprobe": 0},
     ],
 )
 def test_retriever_bad_arguments(kwargs: dict[str, Any]) -> None:
@@ -287,7 +312,10 @@ def test_rerank_orders_and_copies() -> None:
     assert [n.model_dump() for n in nodes] == snapshot
     assert all(o is not n and o.node is not n.node for o in out for n in nodes)
     assert "retrieval_score" not in nodes[1].node.metadata
-    assert fake.calls == [("cat dog", [n.node.get_content() for n in nodes], 2)]
+    # The reranked text is the content as LlamaIndex embeds it (metadata not excluded).
+    texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+    assert fake.calls == [("cat dog", texts, 2)]
+    assert texts[0] == "i: 0\n\nthe cat sat"
 
 
 def test_rerank_without_keep_score_and_all_nodes() -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..encoding import Encoder
 from ..scoring import MaxSimReranker
+from ..store import MultiVectorStore
+from .stored import same_vectors, stored_tokens
 
 __all__ = ["VLLMMaxSimReranker"]
 
@@ -38,6 +43,13 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
         top = VLLMMaxSimReranker(top_n=3).compress_documents(docs, question)
 
     or as the ``base_compressor`` of LangChain's ``ContextualCompressionRetriever``.
+
+    With ``store=`` (a core :class:`~vllm_retrieval.store.MultiVectorStore` or a
+    ``VLLMMultiVectorStore``), documents that come from that store — their ``Document.id``
+    (or ``metadata[id_key]``) names a stored document whose text is exactly their
+    ``page_content`` — are scored on their **stored** token vectors; only the others are
+    encoded (with the query, in one batched call). The ranking is the same, minus the
+    forward passes. The store and the reranker must encode alike (same model and settings).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -55,13 +67,34 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
     score_key: str = Field(
         default="relevance_score", description="Metadata key that receives the MaxSim score."
     )
+    store: MultiVectorStore | None = Field(
+        default=None,
+        description="A store whose token vectors are reused for the documents it holds.",
+    )
+    id_key: str | None = Field(
+        default=None,
+        description="Metadata key with the store id (None: Document.id) when store= is set.",
+    )
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _unwrap_store(cls, value: Any) -> Any:
+        # Accept a VLLMMultiVectorStore (the LangChain wrapper) for its core store.
+        inner = getattr(value, "store", None)
+        return inner if isinstance(inner, MultiVectorStore) else value
 
     @model_validator(mode="after")
     def _build_reranker(self) -> VLLMMaxSimReranker:
         if self.reranker is None:
-            self.reranker = MaxSimReranker(encoder=self.encoder or Encoder())
+            encoder = self.encoder or (self.store.encoder if self.store is not None else None)
+            self.reranker = MaxSimReranker(encoder=encoder or Encoder())
         elif self.encoder is not None and self.encoder is not self.reranker.encoder:
             raise ValueError("pass either reranker= or encoder=, not both")
+        if self.store is not None and not same_vectors(self.store.encoder, self.reranker.encoder):
+            raise ValueError(
+                "store= encodes with other settings than the reranker's encoder: its stored "
+                "token vectors cannot be reused (pass the store's encoder, or no store)"
+            )
         return self
 
     @property
@@ -69,6 +102,17 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
         """The core MaxSimReranker behind this compressor."""
         assert self.reranker is not None
         return self.reranker
+
+    def _stored(self, documents: Sequence[Document]) -> list[npt.NDArray[np.float32] | None]:
+        """Stored token vectors per document (``None``: not from the store, encode it)."""
+        if self.store is None:
+            return [None] * len(documents)
+        if self.id_key is None:
+            ids: list[Any] = [d.id for d in documents]
+        else:
+            ids = [d.metadata.get(self.id_key) for d in documents]
+        ids = [i if isinstance(i, (str, int)) and not isinstance(i, bool) else None for i in ids]
+        return stored_tokens(self.store, ids, [d.page_content for d in documents])
 
     def compress_documents(
         self,
@@ -80,7 +124,10 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
         if not documents:
             return []
         ranking = self.core_reranker.rerank(
-            query, [d.page_content for d in documents], top_n=self.top_n
+            query,
+            [d.page_content for d in documents],
+            top_n=self.top_n,
+            document_tokens=self._stored(documents),
         )
         return _scored_copies(documents, ranking, self.score_key)
 
@@ -93,7 +140,8 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
         """Async :meth:`compress_documents`; does not block the event loop."""
         if not documents:
             return []
+        known = await asyncio.to_thread(self._stored, documents)
         ranking = await self.core_reranker.arerank(
-            query, [d.page_content for d in documents], top_n=self.top_n
+            query, [d.page_content for d in documents], top_n=self.top_n, document_tokens=known
         )
         return _scored_copies(documents, ranking, self.score_key)

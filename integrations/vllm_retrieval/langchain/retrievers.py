@@ -12,15 +12,18 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
-from ..store import Mode, MultiVectorStore, SearchHit
+from ..store import Fusion, Mode, MultiVectorStore, SearchHit
 
-__all__ = ["SearchMode", "VLLMMultiVectorRetriever", "hit_to_document"]
+__all__ = ["SEARCH_OPTIONS", "SearchMode", "VLLMMultiVectorRetriever", "hit_to_document"]
 
 #: The store's search modes (defined once, in :mod:`vllm_retrieval.store.plan`).
 SearchMode = Mode
 
+#: The store's search options besides ``k``; ``None`` (or absent) means the store's default.
+SEARCH_OPTIONS = ("mode", "filter", "candidates", "fusion", "nprobe")
+
 # Search options that ``invoke(query, **kwargs)`` may override per call.
-_SEARCH_KEYS = frozenset({"k", "mode", "filter", "candidates"})
+_SEARCH_KEYS = frozenset({"k", *SEARCH_OPTIONS})
 # Keys LangChain itself may leave in the invoke kwargs; they are not search options.
 _IGNORED_KEYS = frozenset({"verbose"})
 
@@ -36,11 +39,14 @@ def hit_to_document(hit: SearchHit, score_key: str | None = "relevance_score") -
 class VLLMMultiVectorRetriever(BaseRetriever):
     """Retrieve Documents from a :class:`~vllm_retrieval.store.MultiVectorStore`.
 
-    The default ``mode="hybrid"`` is a dense prefetch of ``candidates`` documents reranked by
-    MaxSim over their stored token vectors; ``"dense"``, ``"maxsim"`` (exhaustive) and
-    ``"fusion"`` are the store's other modes. ``filter`` is a Mongo-like metadata filter
-    (``{"year": {"$gte": 2010}}``). Every option can be overridden per call:
-    ``retriever.invoke(query, k=3, filter={...})``.
+    Every search option of the store is a field, named as in
+    :meth:`~vllm_retrieval.store.MultiVectorStore.search`, and ``None`` leaves the store's
+    default: ``mode`` (``"hybrid"``: a dense prefetch of ``candidates`` documents, 200,
+    reranked by MaxSim over their stored token vectors; ``"dense"``, ``"maxsim"``
+    (exhaustive), ``"fusion"``), ``candidates``, ``fusion`` (``"rrf"`` or ``"dbsf"``),
+    ``nprobe`` (token-index centroids probed per query token) and ``filter``, a Mongo-like
+    metadata filter (``{"year": {"$gte": 2010}}``). ``k`` is LangChain's 4. Every option
+    can be overridden per call: ``retriever.invoke(query, k=3, filter={...})``.
 
     Documents carry the store id as ``Document.id``, their metadata, and the score in
     ``metadata["relevance_score"]``.
@@ -50,10 +56,18 @@ class VLLMMultiVectorRetriever(BaseRetriever):
 
     store: MultiVectorStore = Field(description="The core multi-vector store to search.")
     k: int = Field(default=4, gt=0, description="Number of Documents to return.")
-    mode: SearchMode = Field(default="hybrid", description="Search mode of the store.")
+    mode: SearchMode | None = Field(
+        default=None, description="Search mode of the store (None: the store's default)."
+    )
     filter: dict[str, Any] | None = Field(default=None, description="Metadata filter.")
     candidates: int | None = Field(
-        default=None, gt=0, description="Dense prefetch size (store default when None)."
+        default=None, gt=0, description="Prefetch depth per list (store default when None)."
+    )
+    fusion: Fusion | None = Field(
+        default=None, description="Rank fusion of mode='fusion' (store default when None)."
+    )
+    nprobe: int | None = Field(
+        default=None, gt=0, description="Token-index centroids per query token (hybrid)."
     )
 
     @field_validator("store", mode="before")
@@ -69,13 +83,11 @@ class VLLMMultiVectorRetriever(BaseRetriever):
             raise TypeError(
                 f"unexpected retriever arguments {sorted(unknown)}; allowed: {sorted(_SEARCH_KEYS)}"
             )
-        options: dict[str, Any] = {"k": self.k, "mode": self.mode, "filter": self.filter}
-        if self.candidates is not None:
-            options["candidates"] = self.candidates
+        options: dict[str, Any] = {"k": self.k}
+        options.update({name: getattr(self, name) for name in SEARCH_OPTIONS})
         options.update({key: overrides[key] for key in _SEARCH_KEYS & set(overrides)})
-        if options.get("candidates") is None:
-            options.pop("candidates", None)
-        k = options["k"]
+        options = {key: value for key, value in options.items() if value is not None}
+        k = options.get("k")
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ValueError(f"k must be a positive int, got {k!r}")
         return options

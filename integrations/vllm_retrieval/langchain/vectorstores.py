@@ -2,21 +2,65 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from typing_extensions import Self
 
 from ..encoding import Encoder
-from ..store import MultiVectorStore, SearchHit
+from ..store import MultiVectorStore, QueryPlan, SearchHit
 from .embeddings import VLLMEmbeddings
-from .retrievers import SearchMode, VLLMMultiVectorRetriever, hit_to_document
+from .retrievers import SEARCH_OPTIONS, SearchMode, VLLMMultiVectorRetriever, hit_to_document
+from .stored import ids_for_write, lookup, resolve_ids
 
-__all__ = ["VLLMMultiVectorStore"]
+__all__ = ["VECTOR_MODES", "VLLMMultiVectorStore", "relevance_score"]
+
+FloatArray = npt.NDArray[np.float32]
+
+#: Modes scored from the query's dense and token vectors (relevance scores are defined).
+VECTOR_MODES = ("dense", "maxsim", "hybrid", "fusion")
+# Reciprocal-rank fusion of the store: 1 / (RRF_K + rank) per list, over FUSED_LISTS lists
+# (dense and MaxSim). A document first in every list scores about FUSED_LISTS / RRF_K.
+RRF_K = 60
+FUSED_LISTS = 2
+
+
+def relevance_score(
+    score: float, *, mode: str, fusion: str = "rrf", query_tokens: int | None = None
+) -> float:
+    """Map a store score of ``mode`` to a relevance in ``[0, 1]`` (1 = most relevant).
+
+    * ``dense``: the cosine similarity, negatives as 0.
+    * ``maxsim`` and ``hybrid``: the MaxSim score divided by the number of query token
+      vectors (``query_tokens``), i.e. the mean over query tokens of their best cosine with
+      a document token; negatives as 0.
+    * ``fusion``: the fraction of the best fused score — ``"rrf"``: ``score * 60 / 2``
+      (1 for a document first in both the dense and the MaxSim list); ``"dbsf"``:
+      ``score / 2`` (each list's scores are normalised to about [0, 1], then summed).
+
+    Values are clipped to ``[0, 1]``; any other mode raises ``ValueError``.
+    """
+    if mode == "dense":
+        value = score
+    elif mode in ("maxsim", "hybrid"):
+        if not query_tokens or query_tokens <= 0:
+            raise ValueError(f"mode {mode!r} needs the query's token count for a relevance")
+        value = score / query_tokens
+    elif mode == "fusion":
+        value = score * RRF_K / FUSED_LISTS if fusion == "rrf" else score / FUSED_LISTS
+    else:
+        raise ValueError(
+            f"no relevance function for mode {mode!r} (defined for {', '.join(VECTOR_MODES)})"
+        )
+    return min(1.0, max(0.0, float(value)))
 
 
 def _prepare(
@@ -35,18 +79,50 @@ def _prepare(
     return items, metas, keys
 
 
+def _centroid(tokens: Any) -> FloatArray:
+    """The L2-normalised mean of a text's token vectors (its MMR representation)."""
+    mean: FloatArray = np.asarray(tokens, dtype=np.float32).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return mean / np.float32(norm) if norm > 0 else mean
+
+
+def _check_counts(k: Any, fetch_k: Any) -> None:
+    for name, value in (("k", k), ("fetch_k", fetch_k)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_embedding(embedding: Any) -> None:
+    if embedding is not None and not isinstance(embedding, VLLMEmbeddings):
+        raise TypeError(
+            "VLLMMultiVectorStore needs token vectors from the shared vLLM engine: "
+            f"pass a VLLMEmbeddings (or encoder=), not {type(embedding).__name__}"
+        )
+
+
 class VLLMMultiVectorStore(VectorStore):
     """A LangChain vector store backed by a core multi-vector (dense + token vectors) store.
 
     Each text is encoded once by the shared vLLM engine into a dense vector and its token
-    vectors; searches default to a dense prefetch reranked by MaxSim (``mode="hybrid"``).
-    Pass an existing :class:`~vllm_retrieval.store.MultiVectorStore` (``store=``), or
-    let one be created from ``encoder=`` / ``embedding=`` and the store's own arguments
-    (``path=`` for an embedded Qdrant Edge store on disk, ``url=`` for a Qdrant server,
-    ``location=":memory:"`` for qdrant-client's local mode, the default when none is given).
+    vectors. Pass an existing :class:`~vllm_retrieval.store.MultiVectorStore` (``store=``;
+    it stays yours: :meth:`close` leaves it open), or let one be created from ``encoder=`` /
+    ``embedding=`` and the store's own arguments (``path=`` for an embedded Qdrant Edge
+    store on disk, ``url=`` for a Qdrant server, ``location=":memory:"`` for qdrant-client's
+    local mode, the default when none is given); :meth:`close` (or ``with``) closes it.
 
-    ``similarity_search`` returns Documents with the stored metadata unchanged;
-    ``similarity_search_with_score`` and :meth:`as_multivector_retriever` expose the score.
+    Search options (``search_kwargs`` of :meth:`as_retriever`, or keyword arguments of every
+    search method) are the store's: ``mode``, ``filter``, ``candidates``, ``fusion``,
+    ``nprobe``; ``None`` keeps the default given here, then the store's (``mode="hybrid"``: a
+    dense prefetch reranked by MaxSim). ``similarity_search_with_score`` gives the raw scores
+    (cosine, MaxSim sum, fused score); ``similarity_search_with_relevance_scores`` and
+    ``search_type="similarity_score_threshold"`` map them to ``[0, 1]`` with
+    :func:`relevance_score`. ``search_type="mmr"`` runs LangChain's
+    ``maximal_marginal_relevance`` over the ``fetch_k`` best documents of the mode, each
+    represented by the normalised mean of its stored token vectors (nothing is encoded
+    again).
+
+    Ids are LangChain strings; a document stored through the core under an ``int`` id is
+    found, replaced and deleted under its decimal string (``"12"`` for ``12``).
     """
 
     def __init__(
@@ -55,19 +131,18 @@ class VLLMMultiVectorStore(VectorStore):
         *,
         encoder: Encoder | None = None,
         embedding: VLLMEmbeddings | None = None,
-        mode: SearchMode = "hybrid",
+        mode: SearchMode | None = None,
         candidates: int | None = None,
+        fusion: str | None = None,
+        nprobe: int | None = None,
         **store_kwargs: Any,
     ) -> None:
         if embedding is not None:
-            if not isinstance(embedding, VLLMEmbeddings):
-                raise TypeError(
-                    "VLLMMultiVectorStore needs token vectors from the shared vLLM engine: "
-                    f"pass a VLLMEmbeddings (or encoder=), not {type(embedding).__name__}"
-                )
+            _check_embedding(embedding)
             if encoder is not None and encoder is not embedding.core_encoder:
                 raise ValueError("pass either encoder= or embedding=, not both")
             encoder = embedding.core_encoder
+        self._owns_store = store is None
         if store is None:
             targets = ("path", "url", "location", "client_path")
             if all(store_kwargs.get(t) is None for t in targets):
@@ -76,11 +151,13 @@ class VLLMMultiVectorStore(VectorStore):
         elif store_kwargs or encoder is not None:
             raise ValueError("store= was given: pass no encoder or store arguments with it")
         self.store = store
-        self.mode: SearchMode = mode
+        self.mode: SearchMode | None = mode
         self.candidates = candidates
+        self.fusion = fusion
+        self.nprobe = nprobe
         self._embeddings: VLLMEmbeddings | None = embedding
 
-    # -- construction ----------------------------------------------------------------------
+    # -- construction and lifetime -----------------------------------------------------------
 
     @classmethod
     def from_texts(
@@ -93,12 +170,8 @@ class VLLMMultiVectorStore(VectorStore):
         **kwargs: Any,
     ) -> Self:
         """A new store (see ``__init__`` for ``kwargs``) holding ``texts``."""
-        if embedding is not None and not isinstance(embedding, VLLMEmbeddings):
-            raise TypeError(
-                "VLLMMultiVectorStore needs token vectors from the shared vLLM engine: "
-                f"pass a VLLMEmbeddings (or encoder=), not {type(embedding).__name__}"
-            )
-        vs = cls(embedding=embedding, **kwargs)
+        _check_embedding(embedding)
+        vs = cls(embedding=embedding, **kwargs)  # type: ignore[arg-type]
         vs.add_texts(texts, metadatas, ids=ids)
         return vs
 
@@ -113,12 +186,8 @@ class VLLMMultiVectorStore(VectorStore):
         **kwargs: Any,
     ) -> Self:
         """Async :meth:`from_texts`."""
-        if embedding is not None and not isinstance(embedding, VLLMEmbeddings):
-            raise TypeError(
-                "VLLMMultiVectorStore needs token vectors from the shared vLLM engine: "
-                f"pass a VLLMEmbeddings (or encoder=), not {type(embedding).__name__}"
-            )
-        vs = cls(embedding=embedding, **kwargs)
+        _check_embedding(embedding)
+        vs = cls(embedding=embedding, **kwargs)  # type: ignore[arg-type]
         await vs.aadd_texts(texts, metadatas, ids=ids)
         return vs
 
@@ -128,6 +197,17 @@ class VLLMMultiVectorStore(VectorStore):
         if self._embeddings is None:
             self._embeddings = VLLMEmbeddings(encoder=self.store.encoder)
         return self._embeddings
+
+    def close(self) -> None:
+        """Close the core store if this object created it (idempotent)."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -143,7 +223,8 @@ class VLLMMultiVectorStore(VectorStore):
         items, metas, keys = _prepare(texts, metadatas, ids)
         if not items:
             return []
-        return [str(i) for i in self.store.add_texts(items, metadatas=metas, ids=keys)]
+        written = ids_for_write(self.store, keys)
+        return [str(i) for i in self.store.add_texts(items, metadatas=metas, ids=written)]
 
     async def aadd_texts(
         self,
@@ -157,7 +238,8 @@ class VLLMMultiVectorStore(VectorStore):
         items, metas, keys = _prepare(texts, metadatas, ids)
         if not items:
             return []
-        return [str(i) for i in await self.store.aadd_texts(items, metadatas=metas, ids=keys)]
+        written = await asyncio.to_thread(ids_for_write, self.store, keys)
+        return [str(i) for i in await self.store.aadd_texts(items, metadatas=metas, ids=written)]
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Add Documents (their ``id`` is kept when set); the Documents are not modified."""
@@ -178,53 +260,75 @@ class VLLMMultiVectorStore(VectorStore):
         )
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete by ids (missing ids are ignored) or by ``filter={...}``."""
+        """Delete by ids (ids not stored are ignored) and/or by ``filter={...}``.
+
+        An id that names both a ``str`` and an ``int`` document raises ``ValueError``
+        before anything is deleted.
+        """
         filter_ = kwargs.pop("filter", None)
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         if ids is None and filter_ is None:
             raise ValueError("delete() needs ids or filter=")
         if ids is not None:
-            self.store.delete([str(i) for i in ids])
+            found = [i for i in resolve_ids(self.store, ids) if i is not None]
+            if found:
+                self.store.delete(found)
         if filter_ is not None:
             self.store.delete(filter=filter_)
         return True
 
+    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        """Async :meth:`delete` (in a worker thread)."""
+        return await asyncio.to_thread(self.delete, ids, **kwargs)
+
     # -- reading ---------------------------------------------------------------------------
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """The Documents stored under ``ids``; missing ids are skipped."""
+        """The Documents stored under ``ids``, in that order; ids not stored are skipped."""
         if not ids:
             return []
-        return [hit_to_document(h, None) for h in self.store.get([str(i) for i in ids])]
+        return [hit_to_document(h, None) for h in lookup(self.store, ids) if h is not None]
 
-    def _options(self, k: int, kwargs: dict[str, Any]) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "k": k,
-            "mode": kwargs.pop("mode", self.mode),
-            "filter": kwargs.pop("filter", None),
+    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Async :meth:`get_by_ids` (in a worker thread)."""
+        return await asyncio.to_thread(self.get_by_ids, ids)
+
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The store's search options from ``kwargs`` over this object's defaults."""
+        unknown = set(kwargs) - set(SEARCH_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"unexpected search arguments {sorted(unknown)}; allowed: {list(SEARCH_OPTIONS)}"
+            )
+        defaults = {
+            "mode": self.mode,
+            "candidates": self.candidates,
+            "fusion": self.fusion,
+            "nprobe": self.nprobe,
         }
-        candidates = kwargs.pop("candidates", self.candidates)
-        if candidates is not None:
-            options["candidates"] = candidates
-        if kwargs:
-            raise TypeError(f"unexpected search arguments {sorted(kwargs)}")
-        return options
+        options = {**defaults, **kwargs}
+        return {key: value for key, value in options.items() if value is not None}
+
+    @staticmethod
+    def _mode(options: dict[str, Any]) -> str:
+        mode = options.get("mode")
+        return str(mode) if mode is not None else QueryPlan.create().mode
 
     def _hits(self, query: str, k: int, kwargs: dict[str, Any]) -> list[SearchHit]:
-        return list(self.store.search(query, **self._options(k, kwargs)))
+        return list(self.store.search(query, k, **self._options(kwargs)))
 
     async def _ahits(self, query: str, k: int, kwargs: dict[str, Any]) -> list[SearchHit]:
-        return list(await self.store.asearch(query, **self._options(k, kwargs)))
+        return list(await self.store.asearch(query, k, **self._options(kwargs)))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        """The ``k`` best Documents (options: ``mode``, ``filter``, ``candidates``)."""
+        """The ``k`` best Documents (options: ``mode``, ``filter``, ``candidates``, ...)."""
         return [hit_to_document(h, None) for h in self._hits(query, k, kwargs)]
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """``(Document, score)`` pairs, best first; higher scores are better."""
+        """``(Document, score)`` pairs, best first; raw scores of the mode (higher is better)."""
         return [(hit_to_document(h, None), float(h.score)) for h in self._hits(query, k, kwargs)]
 
     async def asimilarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
@@ -238,12 +342,189 @@ class VLLMMultiVectorStore(VectorStore):
         hits = await self._ahits(query, k, kwargs)
         return [(hit_to_document(h, None), float(h.score)) for h in hits]
 
+    # -- by vector ---------------------------------------------------------------------------
+
+    def _dense_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        options = self._options(kwargs)
+        if options.get("mode", "dense") != "dense" and "mode" in kwargs:
+            raise ValueError("a search by vector is a dense search: mode must be 'dense'")
+        options["mode"] = "dense"
+        return options
+
+    def _by_vector(self, embedding: Sequence[float], k: int, kwargs: dict[str, Any]) -> list[Any]:
+        return self.store.search_encoded(embedding, None, k, **self._dense_options(kwargs))
+
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[Document]:
+        """The ``k`` Documents whose dense vectors are nearest to ``embedding`` (cosine)."""
+        return [hit_to_document(h, None) for h in self._by_vector(embedding, k, kwargs)]
+
+    async def asimilarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[Document]:
+        """Async :meth:`similarity_search_by_vector`."""
+        hits = await asyncio.to_thread(self._by_vector, embedding, k, kwargs)
+        return [hit_to_document(h, None) for h in hits]
+
+    # -- relevance scores ---------------------------------------------------------------------
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """Score → relevance for this store's modes whose scale needs nothing but the score."""
+        mode = self._mode(self._options({}))
+        fusion = self.fusion or "rrf"
+        if mode not in ("dense", "fusion"):
+            raise NotImplementedError(
+                f"mode {mode!r} scores need the query (see relevance_score); use "
+                "similarity_search_with_relevance_scores"
+            )
+        return lambda score: relevance_score(score, mode=mode, fusion=fusion)
+
+    def _encoded_search(
+        self, query: str, k: int, options: dict[str, Any]
+    ) -> tuple[list[SearchHit], FloatArray]:
+        dense, tokens = self.store.encoder.encode_queries([query])
+        hits = self.store.search_encoded(dense[0], tokens[0], k, **options)
+        return list(hits), tokens[0]
+
+    async def _aencoded_search(
+        self, query: str, k: int, options: dict[str, Any]
+    ) -> tuple[list[SearchHit], FloatArray]:
+        dense, tokens = await self.store.encoder.aencode_queries([query])
+        hits = await asyncio.to_thread(self.store.search_encoded, dense[0], tokens[0], k, **options)
+        return list(hits), tokens[0]
+
+    def _relevant(
+        self, hits: list[SearchHit], tokens: FloatArray, options: dict[str, Any]
+    ) -> list[tuple[Document, float]]:
+        mode, fusion = self._mode(options), str(options.get("fusion", "rrf"))
+        return [
+            (
+                hit_to_document(h, None),
+                relevance_score(h.score, mode=mode, fusion=fusion, query_tokens=len(tokens)),
+            )
+            for h in hits
+        ]
+
+    def _relevance_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        options = self._options(kwargs)
+        mode = self._mode(options)
+        if mode not in VECTOR_MODES:
+            raise ValueError(
+                f"no relevance function for mode {mode!r} (defined for {', '.join(VECTOR_MODES)})"
+            )
+        return options
+
+    def _similarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """``(Document, relevance in [0, 1])`` pairs, best first (see :func:`relevance_score`)."""
+        options = self._relevance_options(kwargs)
+        hits, tokens = self._encoded_search(query, k, options)
+        return self._relevant(hits, tokens, options)
+
+    async def _asimilarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        options = self._relevance_options(kwargs)
+        hits, tokens = await self._aencoded_search(query, k, options)
+        return self._relevant(hits, tokens, options)
+
+    # -- maximal marginal relevance -------------------------------------------------------------
+
+    def _mmr(
+        self, query_vector: Any, hits: list[SearchHit], k: int, lambda_mult: float
+    ) -> list[Document]:
+        if not hits:
+            return []
+        reps = np.stack([_centroid(t) for t in self.store.get_tokens([h.id for h in hits])])
+        query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+        picked = maximal_marginal_relevance(
+            query,
+            reps,  # type: ignore[arg-type]  # an [n, d] array works as the list of rows
+            lambda_mult=lambda_mult,
+            k=min(k, len(hits)),
+        )
+        return [hit_to_document(hits[i], None) for i in picked]
+
+    def _mmr_options(self, k: int, fetch_k: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        _check_counts(k, fetch_k)
+        return self._relevance_options(kwargs)
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """``k`` Documents picked by MMR among the ``fetch_k`` best of the search mode.
+
+        The query and the candidates are compared through the normalised mean of their
+        token vectors (the candidates' come from the store); ``lambda_mult`` 1 is pure
+        relevance, 0 pure diversity.
+        """
+        options = self._mmr_options(k, fetch_k, kwargs)
+        hits, tokens = self._encoded_search(query, max(k, fetch_k), options)
+        return self._mmr(_centroid(tokens), hits, k, lambda_mult)
+
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Async :meth:`max_marginal_relevance_search`."""
+        options = self._mmr_options(k, fetch_k, kwargs)
+        hits, tokens = await self._aencoded_search(query, max(k, fetch_k), options)
+        return await asyncio.to_thread(self._mmr, _centroid(tokens), hits, k, lambda_mult)
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """MMR among the ``fetch_k`` dense neighbours of ``embedding`` (a dense query vector,
+        compared with the normalised mean of each candidate's stored token vectors)."""
+        _check_counts(k, fetch_k)
+        hits = self._by_vector(embedding, max(k, fetch_k), kwargs)
+        return self._mmr(embedding, hits, k, lambda_mult)
+
+    async def amax_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Async :meth:`max_marginal_relevance_search_by_vector`."""
+        return await asyncio.to_thread(
+            self.max_marginal_relevance_search_by_vector,
+            embedding,
+            k,
+            fetch_k,
+            lambda_mult,
+            **kwargs,
+        )
+
+    # -- retrievers --------------------------------------------------------------------------
+
     def as_multivector_retriever(self, **kwargs: Any) -> VLLMMultiVectorRetriever:
         """A :class:`VLLMMultiVectorRetriever` over this store (scores in the metadata)."""
-        kwargs.setdefault("mode", self.mode)
-        if self.candidates is not None:
-            kwargs.setdefault("candidates", self.candidates)
+        for name in ("mode", "candidates", "fusion", "nprobe"):
+            if getattr(self, name) is not None:
+                kwargs.setdefault(name, getattr(self, name))
         return VLLMMultiVectorRetriever(store=self.store, **kwargs)
 
     def __len__(self) -> int:
         return len(self.store)
+
+    def __bool__(self) -> bool:  # an empty store is still a store (``vs or default`` idioms)
+        return True

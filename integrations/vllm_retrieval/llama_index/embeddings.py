@@ -15,20 +15,18 @@ from pydantic import create_model
 from ..encoding import (
     DEFAULT_MODEL,
     ENCODER_FIELDS,
+    EncodedText,
     Encoder,
     EncoderSettings,
     resolve_model_path,
 )
+from .handoff import HANDOFF
 
 __all__ = ["LLAMA_INDEX_NAMES", "VLLMEmbedding"]
 
 
 def _as_list(vector: npt.NDArray[np.float32]) -> list[float]:
     return cast(list[float], vector.tolist())
-
-
-def _as_lists(matrix: npt.NDArray[np.float32]) -> list[list[float]]:
-    return cast(list[list[float]], matrix.tolist())
 
 
 # LlamaIndex's names for the Encoder settings it has conventions for; every other setting of
@@ -90,6 +88,13 @@ class VLLMEmbedding(_EmbeddingBase):
 
             Settings.embed_model = VLLMEmbedding()  # packaged all-MiniLM-L6-v2
             index = VectorStoreIndex.from_documents(documents)
+
+    **Encode once.** A text is encoded in one forward pass that yields its dense vector and
+    its token vectors; while a :class:`~vllm_retrieval.llama_index.VLLMMultiVectorStore` with
+    an encoder of the same settings is alive, the token vectors of the documents embedded
+    here are handed to it (:mod:`~vllm_retrieval.llama_index.handoff`), so a node embedded
+    by ``VectorStoreIndex`` or an ``IngestionPipeline`` is not run through the model again
+    when the store writes it.
     """
 
     _encoder: Encoder = PrivateAttr()
@@ -151,13 +156,18 @@ class VLLMEmbedding(_EmbeddingBase):
     def _get_query_embedding(self, query: str) -> list[float]:
         return _as_list(self._encoder.embed_query(query))
 
+    def _dense(self, texts: list[str], encoded: list[EncodedText]) -> list[list[float]]:
+        if HANDOFF.wants(self._encoder):
+            HANDOFF.offer(self._encoder, texts, encoded)
+        return [_as_list(e.dense) for e in encoded]
+
     def _get_text_embedding(self, text: str) -> list[float]:
-        return _as_lists(self._encoder.embed_documents([text]))[0]
+        return self._get_text_embeddings([text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return _as_lists(self._encoder.embed_documents(texts))
+        return self._dense(texts, self._encoder.encode(texts))
 
     # -- async (waits on the engine without blocking the event loop) ---------------------
 
@@ -165,9 +175,9 @@ class VLLMEmbedding(_EmbeddingBase):
         return _as_list(await self._encoder.aembed_query(query))
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
-        return _as_lists(await self._encoder.aembed_documents([text]))[0]
+        return (await self._aget_text_embeddings([text]))[0]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return _as_lists(await self._encoder.aembed_documents(texts))
+        return self._dense(texts, await self._encoder.aencode(texts))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from ..store import MultiVectorStore
+from .stored import same_vectors, stored_tokens
 
 if TYPE_CHECKING:
     from ..encoding import Encoder
@@ -21,15 +27,33 @@ __all__ = ["VLLMMaxSimRerank"]
 dispatcher = get_dispatcher(__name__)
 
 
+def _core_store(store: Any) -> MultiVectorStore | None:
+    """The core store of ``store=`` (a MultiVectorStore, or an adapter holding one)."""
+    if store is None or isinstance(store, MultiVectorStore):
+        return store
+    inner = getattr(store, "client", None)
+    if isinstance(inner, MultiVectorStore):
+        return inner
+    raise TypeError(f"store must be a MultiVectorStore or VLLMMultiVectorStore, not {store!r}")
+
+
 class VLLMMaxSimRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes by ColBERT-style MaxSim late interaction on the shared engine.
 
     The scores and the order are exactly those of the core
-    :class:`~vllm_retrieval.scoring.MaxSimReranker` over the nodes' text (by default
-    without metadata, as the multi-vector store indexes it; see ``metadata_mode``).
-    ``normalize`` divides scores by the query length; ``cache_size`` keeps the token vectors
-    of that many recently seen texts (an LRU keyed by content), so nodes reranked again are not
-    encoded again. Pass ``reranker=`` to share a configured core reranker instead. The
+    :class:`~vllm_retrieval.scoring.MaxSimReranker` over the nodes' content as LlamaIndex
+    embeds it (``metadata_mode=MetadataMode.EMBED``, as LlamaIndex's rerankers do, and as
+    the multi-vector store encodes nodes). ``normalize`` divides scores by the query length;
+    ``cache_size`` keeps the token vectors of that many recently seen texts (an LRU keyed by
+    content), so nodes reranked again are not encoded again. Pass ``reranker=`` to share a
+    configured core reranker instead.
+
+    With ``store=`` (a core :class:`~vllm_retrieval.store.MultiVectorStore` or a
+    :class:`~vllm_retrieval.llama_index.VLLMMultiVectorStore`), nodes that come from that
+    store — their ``node_id`` names a stored document whose stored text is exactly the text
+    reranked — are scored on their **stored** token vectors; only the others are encoded.
+    The ranking is the same, minus the forward passes. The store must encode like the
+    reranker (same model and settings). The
     incoming nodes are never modified: the result holds new ``NodeWithScore`` objects around
     copies of the nodes. With ``keep_retrieval_score`` the copy's
     ``metadata["retrieval_score"]`` holds the score the node came in with.
@@ -50,11 +74,12 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         description="Keep the incoming score in the copy's metadata['retrieval_score'].",
     )
     metadata_mode: MetadataMode = Field(
-        default=MetadataMode.NONE,
-        description="Which metadata goes into the text that is reranked (NONE: text only).",
+        default=MetadataMode.EMBED,
+        description="Which metadata goes into the text that is reranked (EMBED: as embedded).",
     )
 
     _reranker: MaxSimReranker = PrivateAttr()
+    _store: MultiVectorStore | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -63,9 +88,10 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         encoder: Encoder | None = None,
         reranker: MaxSimReranker | None = None,
         keep_retrieval_score: bool = False,
-        metadata_mode: MetadataMode = MetadataMode.NONE,
+        metadata_mode: MetadataMode = MetadataMode.EMBED,
         normalize: bool = False,
         cache_size: int = 0,
+        store: Any = None,
         model: str | None = None,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
@@ -74,14 +100,18 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
             raise TypeError("top_n must be an int or None")
         if reranker is not None and (encoder is not None or normalize or cache_size):
             raise ValueError("pass either reranker= or encoder=/normalize=/cache_size=, not both")
+        core_store = _core_store(store)
         if reranker is None:
             from ..encoding import Encoder
             from ..scoring import MaxSimReranker
 
-            reranker = MaxSimReranker(
-                encoder=encoder if encoder is not None else Encoder(),
-                normalize=normalize,
-                cache_size=cache_size,
+            if encoder is None:
+                encoder = core_store.encoder if core_store is not None else Encoder()
+            reranker = MaxSimReranker(encoder=encoder, normalize=normalize, cache_size=cache_size)
+        if core_store is not None and not same_vectors(core_store.encoder, reranker.encoder):
+            raise ValueError(
+                "store= encodes with other settings than the reranker's encoder: its stored "
+                "token vectors cannot be reused (pass the store's encoder, or no store)"
             )
         if model is None:
             enc = getattr(reranker, "encoder", None)
@@ -97,6 +127,7 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
             fields["callback_manager"] = callback_manager
         super().__init__(**fields)
         self._reranker = reranker
+        self._store = core_store
 
     @classmethod
     def class_name(cls) -> str:
@@ -107,10 +138,22 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         """The core reranker doing the scoring."""
         return self._reranker
 
+    @property
+    def store(self) -> MultiVectorStore | None:
+        """The store whose token vectors are reused (None: every node is encoded)."""
+        return self._store
+
     # -- helpers -------------------------------------------------------------------------
 
     def _texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
         return [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+
+    def _stored(
+        self, nodes: Sequence[NodeWithScore], texts: list[str]
+    ) -> list[npt.NDArray[np.float32] | None] | None:
+        if self._store is None:
+            return None
+        return stored_tokens(self._store, [n.node.node_id for n in nodes], texts)
 
     def _limit(self, nodes: Sequence[NodeWithScore]) -> int:
         return len(nodes) if self.top_n is None else min(self.top_n, len(nodes))
@@ -166,7 +209,12 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)
         ) as event:
-            results = self._reranker.rerank(query_bundle.query_str, texts, top_n=self._limit(nodes))
+            results = self._reranker.rerank(
+                query_bundle.query_str,
+                texts,
+                top_n=self._limit(nodes),
+                document_tokens=self._stored(nodes, texts),
+            )
             new_nodes = self._results(nodes, results)
             event.on_end(payload={EventPayload.NODES: new_nodes})
         dispatcher.event(ReRankEndEvent(nodes=new_nodes))
@@ -185,8 +233,9 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)
         ) as event:
+            known = await asyncio.to_thread(self._stored, nodes, texts)
             results = await self._reranker.arerank(
-                query_bundle.query_str, texts, top_n=self._limit(nodes)
+                query_bundle.query_str, texts, top_n=self._limit(nodes), document_tokens=known
             )
             new_nodes = self._results(nodes, results)
             event.on_end(payload={EventPayload.NODES: new_nodes})

@@ -9,18 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
 from llama_index.core.schema import (
     BaseNode,
     IndexNode,
     MetadataMode,
     NodeWithScore,
     QueryBundle,
-    TextNode,
 )
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
-from ..store import MODES, Fusion, Mode
+from ..store import FUSIONS, MODES, Fusion, Mode
 from .filters import to_store_filter
+from .nodes import hit_to_node
 
 if TYPE_CHECKING:
     from ..encoding import Encoder
@@ -154,12 +155,16 @@ def build_store_from_documents(
 class VLLMMultiVectorRetriever(BaseRetriever):
     """Retrieve LlamaIndex nodes from a :class:`~vllm_retrieval.store.MultiVectorStore`.
 
-    ``mode`` picks the store's search: ``"hybrid"`` (dense prefetch of ``candidates``,
-    reranked by MaxSim; the default), ``"dense"``, ``"maxsim"`` (exhaustive late
-    interaction) or ``"fusion"`` (``fusion="rrf"`` or ``"dbsf"``). ``filters`` are
-    LlamaIndex ``MetadataFilters`` (operators EQ, NE, GT, GTE, LT, LTE, IN, NIN; conditions
-    AND, OR, NOT; nested) or a store filter dict. Each result is a ``NodeWithScore`` whose
-    ``TextNode`` has the stored id, text and metadata.
+    Every search option of the store is an argument, named as in
+    :meth:`~vllm_retrieval.store.MultiVectorStore.search`, and ``None`` leaves the store's
+    default: ``mode`` (``"hybrid"``: a dense prefetch of ``candidates`` documents, 200,
+    reranked by MaxSim; ``"dense"``, ``"maxsim"`` (exhaustive), ``"fusion"``),
+    ``candidates``, ``fusion`` (``"rrf"`` or ``"dbsf"``), ``nprobe`` (token-index centroids
+    probed per query token). ``similarity_top_k`` is LlamaIndex's default, 2. ``filters``
+    are LlamaIndex ``MetadataFilters`` (see :func:`to_store_filter`; nested) or a store
+    filter dict. Each result is a ``NodeWithScore`` with the stored node: whole (type,
+    metadata, relationships) when :class:`VLLMMultiVectorStore` wrote it, else a
+    ``TextNode`` with the stored id, text and metadata.
 
     Example:
         .. code-block:: python
@@ -173,11 +178,12 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         self,
         store: MultiVectorStore,
         *,
-        similarity_top_k: int = 10,
-        mode: SearchMode = "hybrid",
-        candidates: int = 200,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        mode: SearchMode | None = None,
+        candidates: int | None = None,
         filters: MetadataFilters | MetadataFilter | dict[str, Any] | None = None,
-        fusion: Fusion = "rrf",
+        fusion: Fusion | None = None,
+        nprobe: int | None = None,
         callback_manager: CallbackManager | None = None,
         object_map: dict[str, Any] | None = None,
         objects: list[IndexNode] | None = None,
@@ -187,15 +193,21 @@ class VLLMMultiVectorRetriever(BaseRetriever):
             raise TypeError("similarity_top_k must be an int")
         if similarity_top_k <= 0:
             raise ValueError(f"similarity_top_k must be > 0, got {similarity_top_k}")
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates <= 0:
-            raise ValueError(f"candidates must be a positive int, got {candidates!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        for name, value in (("candidates", candidates), ("nprobe", nprobe)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)} or None; got {mode!r}")
+        if fusion is not None and fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)} or None; got {fusion!r}")
         self._store = store
         self.similarity_top_k = similarity_top_k
-        self.mode: SearchMode = mode
+        self.mode: SearchMode | None = mode
         self.candidates = candidates
-        self.fusion = fusion
+        self.fusion: Fusion | None = fusion
+        self.nprobe = nprobe
         to_store_filter(filters)  # fail early on an unsupported operator
         self.filters = filters
         super().__init__(
@@ -232,23 +244,15 @@ class VLLMMultiVectorRetriever(BaseRetriever):
             "k": self.similarity_top_k,
             "mode": self.mode,
             "candidates": self.candidates,
+            "fusion": self.fusion,
+            "nprobe": self.nprobe,
+            "filter": to_store_filter(self.filters),
         }
-        if self.mode == "fusion":
-            kwargs["fusion"] = self.fusion
-        store_filter = to_store_filter(self.filters)
-        if store_filter is not None:
-            kwargs["filter"] = store_filter
-        return kwargs
+        return {key: value for key, value in kwargs.items() if value is not None}
 
     @staticmethod
     def _to_nodes(hits: Sequence[SearchHit]) -> list[NodeWithScore]:
-        return [
-            NodeWithScore(
-                node=TextNode(id_=str(hit.id), text=hit.text, metadata=dict(hit.metadata or {})),
-                score=float(hit.score),
-            )
-            for hit in hits
-        ]
+        return [NodeWithScore(node=hit_to_node(hit), score=float(hit.score)) for hit in hits]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         hits = self._store.search(query_bundle.query_str, **self._search_kwargs())
