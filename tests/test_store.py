@@ -203,7 +203,9 @@ def test_fusion_rrf_is_reciprocal_rank_fusion(
     dense = [h.id for h in store.search_encoded(qd, qt, k=N, mode="dense")]
     maxsim = [h.id for h in store.search_encoded(qd, qt, k=N, mode="maxsim")]
     rrf = {i: 1 / (60 + dense.index(i)) + 1 / (60 + maxsim.index(i)) for i in dense}
-    fused = store.search_encoded(qd, qt, k=10, mode="fusion", candidates=N)
+    fused = store.search_encoded(
+        qd, qt, k=10, mode="fusion", candidates=N, fuse=("dense", "maxsim"), fusion="rrf"
+    )
     np.testing.assert_allclose([h.score for h in fused], sorted(rrf.values())[::-1][:10], rtol=1e-5)
     assert all(rrf[h.id] == pytest.approx(h.score, rel=1e-5) for h in fused)
 
@@ -211,7 +213,9 @@ def test_fusion_rrf_is_reciprocal_rank_fusion(
 def test_fusion_dbsf_normalised_scores(shared: tuple[MultiVectorStore, dict[str, Any]]) -> None:
     store, _ = shared
     qd, qt = _query()
-    fused = store.search_encoded(qd, qt, k=N, mode="fusion", candidates=N, fusion="dbsf")
+    fused = store.search_encoded(
+        qd, qt, k=N, mode="fusion", candidates=N, fuse=("dense", "maxsim"), fusion="dbsf"
+    )
     assert len(fused) == N
     scores = [h.score for h in fused]
     assert scores == sorted(scores, reverse=True)
@@ -303,7 +307,7 @@ def test_k_and_mode_validation(shared: tuple[MultiVectorStore, dict[str, Any]]) 
     with pytest.raises(TypeError):
         store.search_encoded(qd, qt, k=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mode"):
-        store.search_encoded(qd, qt, mode="bm25")
+        store.search_encoded(qd, qt, mode="sparse")
     with pytest.raises(ValueError, match="fusion"):
         store.search_encoded(qd, qt, mode="fusion", fusion="max")
     with pytest.raises(StoreMismatchError):

@@ -352,7 +352,16 @@ def test_fusion_fuses_the_reranked_pool(make_store: StoreFactory, corpus: Corpus
         for ranked in (dense, pool):
             for rank, i in enumerate(ranked):
                 rrf[i] = rrf.get(i, 0.0) + 1 / (60 + rank)
-        fused = store.search_encoded(qd, qt, k=c, mode="fusion", candidates=c, nprobe=1)
+        fused = store.search_encoded(
+            qd,
+            qt,
+            k=c,
+            mode="fusion",
+            candidates=c,
+            nprobe=1,
+            fuse=("dense", "maxsim"),
+            fusion="rrf",
+        )
         np.testing.assert_allclose(
             [h.score for h in fused], sorted(rrf.values(), reverse=True)[:c], rtol=1e-5
         )

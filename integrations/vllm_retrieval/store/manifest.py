@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import StoreCorruptError, StoreMismatchError
+from .lexical import BM25, Bm25Settings
 from .token_index import TokenIndexSettings
 
 if TYPE_CHECKING:
     from ..encoding import Encoder
 
 __all__ = [
+    "BM25",
     "CENTROIDS",
     "COMPRESSIONS",
     "DENSE",
@@ -42,6 +44,7 @@ __all__ = [
 DENSE = "dense"  # named dense vector (cosine, HNSW)
 TOKENS = "colbert"  # named multivector (cosine, MaxSim comparator, no HNSW)
 CENTROIDS = "centroids"  # sparse vector: the token-index centroids a document's tokens fall in
+# BM25 = "bm25": sparse vector with the IDF modifier, the lexical leg (:mod:`.lexical`)
 
 MANIFEST_NAME = "vllm_retrieval.json"
 SHARD_DIR = "shard"
@@ -109,6 +112,17 @@ class StoreManifest(BaseModel):
     token_index: TokenIndexSettings | None = Field(
         default=None, description="The trained token index, once built and complete."
     )
+    bm25_vector: str | None = Field(
+        default=None, description="Sparse BM25 vector, IDF modifier (None: not in the schema)."
+    )
+    bm25: Bm25Settings | None = Field(
+        default=None, description="BM25 settings, once every document carries its vector."
+    )
+    shard: str = Field(
+        default=SHARD_DIR,
+        pattern=r"^shard(\.[0-9]+)?$",
+        description="Embedded store: the folder of the Qdrant Edge shard.",
+    )
 
 
 def _model_id(encoder: Encoder) -> str:
@@ -123,9 +137,15 @@ def _model_id(encoder: Encoder) -> str:
 
 
 def new_manifest(
-    encoder: Encoder | None, compression: str | None, dim: int | None
+    encoder: Encoder | None,
+    compression: str | None,
+    dim: int | None,
+    bm25: Bm25Settings | None = None,
 ) -> StoreManifest:
-    """The manifest of a new store (``dim`` learned from the encoder when not given)."""
+    """The manifest of a new store (``dim`` learned from the encoder when not given).
+
+    The schema always has the BM25 vector; ``bm25=None`` leaves it unused (no lexical mode)
+    until ``build_bm25()`` fills it."""
     recorded = RecordedEncoder.of(encoder) if encoder is not None else None
     if dim is None:
         if encoder is None:
@@ -136,6 +156,8 @@ def new_manifest(
         compression=compression,  # type: ignore[arg-type]
         encoder=recorded,
         sparse_vector=CENTROIDS,
+        bm25_vector=BM25,
+        bm25=bm25,
     )
 
 

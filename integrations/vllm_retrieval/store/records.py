@@ -63,13 +63,15 @@ class SearchHit:
 
 @dataclass
 class Point:
-    """One document as written: point id, vectors and payload."""
+    """One document as written: point id, vectors and payload (``sparse``: token-index
+    postings, ``bm25``: the BM25 document vector, each when the store has it)."""
 
     pid: PointId
     dense: FloatArray
     tokens: FloatArray
     payload: dict[str, Any]
     sparse: Sparse | None = None
+    bm25: Sparse | None = None
 
 
 @dataclass

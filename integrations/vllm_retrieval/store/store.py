@@ -11,10 +11,11 @@ Qdrant is the storage engine; this facade maps the project's API onto it:
   (:mod:`.backends.client`).
 
 Both backends have the same schema (:mod:`.manifest`): a named dense vector ``"dense"``
-(cosine, HNSW), a named multivector ``"colbert"`` (cosine, MaxSim comparator, no HNSW), a
-named sparse vector ``"centroids"`` (the token index's postings, :mod:`.token_index`), and a
-payload ``{"text", "metadata", "doc_id"}``. Results always carry the caller's original id,
-type preserved (:mod:`.records`). Search modes are defined once, in :mod:`.plan`.
+(cosine, HNSW), a named multivector ``"colbert"`` (cosine, MaxSim comparator, no HNSW), named
+sparse vectors ``"centroids"`` (the token index's postings, :mod:`.token_index`) and ``"bm25"``
+(IDF modifier, :mod:`.lexical`), and a payload ``{"text", "metadata", "doc_id"}``. Results
+always carry the caller's original id, type preserved (:mod:`.records`). Search modes are
+defined once, in :mod:`.plan`.
 
 Error policy: every input is validated before anything is written (a bad call leaves the store
 unchanged). Duplicate ids in one call raise :class:`DuplicateIdError`; deleting unknown ids is
@@ -39,9 +40,17 @@ from ..encoding import check_text
 from ..errors import StoreCorruptError, StoreError
 from .backends import StoreBackend, open_backend
 from .filters import FilterNode, parse_filter, to_qdrant
-from .indexing import build_postings, load_token_index
-from .manifest import COMPRESSIONS, StoreManifest, check_manifest, parse_manifest
-from .plan import DEFAULT_MODE, QueryPlan
+from .lexical import Bm25Encoder, Bm25Settings, bm25_settings
+from .maintenance import IndexMaintenance
+from .manifest import (
+    BM25,
+    CENTROIDS,
+    COMPRESSIONS,
+    DENSE,
+    TOKENS,
+    check_manifest,
+)
+from .plan import QueryPlan
 from .records import (
     DocId,
     DuplicateIdError,
@@ -49,14 +58,13 @@ from .records import (
     Record,
     SearchHit,
     check_dense,
-    check_positive,
     check_tokens,
     hit,
     make_points,
     point_ids,
     prepare,
 )
-from .token_index import MIN_DOCS, CentroidIndex, TokenIndexSettings
+from .token_index import CentroidIndex, TokenIndexSettings
 
 if TYPE_CHECKING:
     from ..encoding import Encoder
@@ -66,7 +74,7 @@ __all__ = ["DuplicateIdError", "MultiVectorStore", "SearchHit"]
 FloatArray = npt.NDArray[np.float32]
 
 
-class MultiVectorStore:
+class MultiVectorStore(IndexMaintenance):
     """Dense + token (ColBERT) vectors, text and metadata in Qdrant; see the module doc.
 
     Args:
@@ -89,6 +97,10 @@ class MultiVectorStore:
         drop_token_index: Forget a recorded token index on opening (e.g. after its centroids
             were lost or damaged, which otherwise raises ``StoreCorruptError``); ``hybrid``
             then uses the dense prefetch until :meth:`build_token_index` runs again.
+        bm25: BM25 settings of a new store (a dict or ``Bm25Settings``: ``language``,
+            ``stemmer``, ``stopwords``, ``k``, ``b``; ``ValueError`` for bad ones). On reopen
+            ``None`` keeps the recorded ones; others are refused (``StoreMismatchError``:
+            change them with :meth:`build_bm25`).
     """
 
     def __init__(
@@ -107,6 +119,7 @@ class MultiVectorStore:
         batch_size: int = 256,
         show_progress: bool = False,
         drop_token_index: bool = False,
+        bm25: Mapping[str, Any] | Bm25Settings | None = None,
         _must_exist: bool = False,
     ) -> None:
         if compression is not None and compression not in COMPRESSIONS:
@@ -124,6 +137,12 @@ class MultiVectorStore:
         self._closed = False
         self._drop_token_index = bool(drop_token_index)
         self._token_index: CentroidIndex | None = None
+        self._bm25: Bm25Encoder | None = None
+        wanted = (
+            None
+            if bm25 is None
+            else bm25_settings(dict(bm25) if isinstance(bm25, Mapping) else bm25)
+        )
         self._backend: StoreBackend
         self._backend, self.manifest = open_backend(
             path=path,
@@ -137,11 +156,14 @@ class MultiVectorStore:
             compression=compression,
             dim=dim,
             must_exist=_must_exist,
+            bm25=wanted or Bm25Settings(),
         )
         self.path: Path | None = None if path is None else Path(path)
         self.collection: str | None = None if path is not None else collection
         try:
+            self._check_bm25(wanted)
             self._token_index = self._load_token_index()
+            self._bm25 = Bm25Encoder(self.manifest.bm25) if self.manifest.bm25 else None
         except BaseException:
             self._backend.close()
             raise
@@ -163,32 +185,29 @@ class MultiVectorStore:
         """
         return cls(path, encoder=encoder, _must_exist=True, **kwargs)
 
-    def _load_token_index(self) -> CentroidIndex | None:
-        settings = self.manifest.token_index
-        if settings is None:
-            return None
-        if self._drop_token_index:
-            self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
-            return None
-        return load_token_index(self._backend, self.manifest)
-
-    def _sync_token_index(self) -> None:
-        """On a server other processes may (re)build the index: follow the recorded one."""
-        if not self._backend.shared:
-            return
-        raw = self._backend.read_manifest()
-        recorded = raw.get("token_index") if raw else None
-        mine = self.manifest.token_index
-        if recorded != (mine.model_dump(mode="json") if mine is not None else None):
-            self.manifest = parse_manifest(raw, f"collection {self.collection!r}")
-            self._token_index = self._load_token_index()
-
     # -- properties ---------------------------------------------------------------------------
 
     @property
     def token_index(self) -> TokenIndexSettings | None:
         """The token index's settings (``None`` until :meth:`build_token_index` has run)."""
         return self.manifest.token_index
+
+    @property
+    def bm25(self) -> Bm25Settings | None:
+        """The BM25 settings (``None``: no lexical mode until :meth:`build_bm25` runs)."""
+        return self.manifest.bm25
+
+    def describe(self) -> dict[str, Any]:
+        """The store's settings as JSON-ready data (backend, model, indexes, BM25)."""
+        m = self.manifest
+        return {
+            "backend": self.backend,
+            "dim": m.dim,
+            "compression": m.compression,
+            "model": m.encoder.model if m.encoder else None,
+            "token_index": m.token_index.model_dump() if m.token_index else None,
+            "bm25": m.bm25.model_dump() if m.bm25 else None,
+        }
 
     @property
     def backend(self) -> str:
@@ -253,10 +272,15 @@ class MultiVectorStore:
         with self._lock:
             self._ensure_open()
             self._sync_token_index()
-            index = self._token_index
+            index, bm25 = self._token_index, self._bm25
             if index is not None:  # new documents join the token index as they are written
                 for p, sparse in zip(points, index.assign([p.tokens for p in points]), strict=True):
                     p.sparse = sparse
+            if bm25 is not None:  # and get their BM25 vector, in the same write
+                for p, vec in zip(
+                    points, bm25.documents([p.payload["text"] for p in points]), strict=True
+                ):
+                    p.bm25 = vec
             self._backend.upsert(points)
 
     def _points(
@@ -273,13 +297,6 @@ class MultiVectorStore:
         dense_arr = check_dense(dense, e - s, self.dim)
         toks = check_tokens(tokens, e - s, self.dim)
         return make_points(items[s:e], dense_arr, toks, metas[s:e], ids[s:e])
-
-    def _progress(self, total: int, show: bool | None) -> Any:
-        if not (self.show_progress if show is None else show):
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc="Indexing", unit="doc")
 
     def add_encoded(
         self,
@@ -433,30 +450,48 @@ class MultiVectorStore:
         tokens: Any = None,
         k: int = 10,
         *,
-        mode: str = DEFAULT_MODE,
+        mode: str | None = None,
         filter: Mapping[str, Any] | None = None,
         candidates: int = 200,
-        fusion: str = "rrf",
+        fusion: str | None = None,
         nprobe: int | None = None,
+        fuse: Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
+        text: str | None = None,
     ) -> list[SearchHit]:
-        """Search with an already-encoded query (``dense [d]``, ``tokens [Q, d]``).
+        """Search with an already-encoded query (``dense [d]``, ``tokens [Q, d]``); ``text``
+        (the query's text) adds the BM25 leg. Settings as in :meth:`search`."""
+        if text is not None:
+            text = check_text(text, "text")
+        plan = self._plan(mode, k, candidates, fusion, nprobe, fuse, weights, text)
+        return self._run(plan, parse_filter(filter), dense, tokens, text)
 
-        ``nprobe`` overrides the token index's centroids probed per query token (``hybrid``).
-        """
-        plan = QueryPlan.create(mode, k, candidates, fusion, nprobe)
-        return self._run(plan, parse_filter(filter), dense, tokens)
+    def _plan(self, *args: Any) -> QueryPlan:
+        text = args[-1]
+        why: str | None
+        if self._bm25 is None:
+            why = "this store has no BM25 yet: run store.build_bm25() (or store.optimize())"
+        else:
+            why = None if text is not None else "search_encoded needs the query's text= for it"
+        return QueryPlan.create(*args[:-1], lexical=why)
 
     def _run(
-        self, plan: QueryPlan, node: FilterNode | None, dense: Any, tokens: Any
+        self, plan: QueryPlan, node: FilterNode | None, dense: Any, tokens: Any, text: str | None
     ) -> list[SearchHit]:
         q_dense, q_tok = plan.query_vectors(dense, tokens, self.dim)
+        vectors: dict[str, Any] = {DENSE: q_dense, TOKENS: q_tok}
+        vectors = {name: v for name, v in vectors.items() if v is not None}
         with self._lock:
             self._ensure_open()
             flt = to_qdrant(node, self._backend.factory) if node is not None else None
-            index, settings, sparse = self._token_index, self.manifest.token_index, None
+            index, settings = self._token_index, self.manifest.token_index
             if plan.uses_token_index and index is not None and settings is not None:
-                sparse = index.probe(q_tok, plan.nprobe or settings.nprobe)  # type: ignore[arg-type]
-            rows = self._backend.query(plan, q_dense, q_tok, sparse, flt)
+                vectors[CENTROIDS] = index.probe(q_tok, plan.nprobe or settings.nprobe)  # type: ignore[arg-type]
+            if plan.needs_bm25:
+                if self._bm25 is None or text is None:  # pragma: no cover - dropped meanwhile
+                    raise StoreError("BM25 is not available on this store any more")
+                vectors[BM25] = self._bm25.query(text)
+            rows = self._backend.query(plan, vectors, flt)
         return [hit(payload, score) for score, payload in rows]
 
     def search(
@@ -464,127 +499,52 @@ class MultiVectorStore:
         query: str,
         k: int = 10,
         *,
-        mode: str = DEFAULT_MODE,
+        mode: str | None = None,
         filter: Mapping[str, Any] | None = None,
         candidates: int = 200,
-        fusion: str = "rrf",
+        fusion: str | None = None,
         nprobe: int | None = None,
+        fuse: Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> list[SearchHit]:
         """Top-``k`` documents for ``query`` (fewer if the store, or the filter, has fewer).
 
-        Scores: cosine (``dense``), MaxSim sum (``maxsim``, ``hybrid``), fused score
-        (``fusion``). ``candidates`` is the depth of each prefetch (``hybrid``: the dense
-        vector and, once built, the token index) or of each list fused (``fusion``);
-        ``nprobe`` overrides the token index's centroids probed per query token.
+        Modes (:mod:`.plan`): ``dense``, ``bm25``, ``maxsim``, ``hybrid`` and ``fusion``
+        (default: MaxSim, BM25 and dense lists, weighted min-max fusion; on a store without
+        BM25 it is ``hybrid``). Scores: cosine (``dense``), BM25 (``bm25``), MaxSim sum
+        (``maxsim``, ``hybrid``), fused score (``fusion``). ``candidates`` is the depth of
+        each prefetch (``hybrid``'s pool: dense, token index, BM25) and of each list fused;
+        ``fuse`` the lists (of ``dense``, ``bm25``, ``maxsim``), ``fusion`` ``"weighted"``,
+        ``"rrf"`` or ``"dbsf"``, ``weights`` one per list; ``nprobe`` overrides the token
+        index's centroids probed per query token.
         """
         query = check_text(query, "query")
-        plan = QueryPlan.create(mode, k, candidates, fusion, nprobe)
+        plan = self._plan(mode, k, candidates, fusion, nprobe, fuse, weights, query)
         node = parse_filter(filter)
         dense, toks = self.encoder.encode_queries([query])
-        return self._run(plan, node, dense[0], toks[0])
+        return self._run(plan, node, dense[0], toks[0], query)
 
     async def asearch(
         self,
         query: str,
         k: int = 10,
         *,
-        mode: str = DEFAULT_MODE,
+        mode: str | None = None,
         filter: Mapping[str, Any] | None = None,
         candidates: int = 200,
-        fusion: str = "rrf",
+        fusion: str | None = None,
         nprobe: int | None = None,
+        fuse: Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> list[SearchHit]:
         """Async :meth:`search`."""
         query = check_text(query, "query")
-        plan = QueryPlan.create(mode, k, candidates, fusion, nprobe)
+        plan = self._plan(mode, k, candidates, fusion, nprobe, fuse, weights, query)
         node = parse_filter(filter)
         dense, toks = await self.encoder.aencode_queries([query])
-        return await asyncio.to_thread(self._run, plan, node, dense[0], toks[0])
+        return await asyncio.to_thread(self._run, plan, node, dense[0], toks[0], query)
 
     # -- maintenance --------------------------------------------------------------------------
-
-    def optimize(self) -> None:
-        """Build indexes / merge segments now (Edge runs its optimisers in-process).
-
-        Also builds the token index (:meth:`build_token_index`) the first time the store
-        holds at least 1,000 documents; later documents join it as they are written.
-        """
-        with self._lock:
-            self._ensure_open()
-            self._backend.optimize()
-            if (
-                self.manifest.sparse_vector is not None
-                and self.manifest.token_index is None
-                and self._backend.count() >= MIN_DOCS
-            ):
-                self.build_token_index()
-
-    def _save_manifest(self, manifest: StoreManifest) -> None:
-        self._backend.save_manifest(manifest)
-        self.manifest = manifest
-
-    def build_token_index(
-        self,
-        centroids: int | None = None,
-        *,
-        nprobe: int = 2,
-        sample_tokens: int | None = None,
-        seed: int = 0,
-        show_progress: bool | None = None,
-    ) -> TokenIndexSettings:
-        """(Re)build the token index: k-means centroids over the stored token vectors and
-        every document's centroid postings (a Qdrant sparse vector).
-
-        ``hybrid`` search then prefetches candidates from the postings as well as from the
-        dense vector, which finds the documents that share the query's tokens. Documents
-        added later are assigned to the centroids as they are written; rebuild after the
-        collection has grown several-fold. ``centroids`` defaults to
-        ``2^floor(log2(2 sqrt(T)))`` (T stored tokens, estimated from the sample, 64..8192),
-        trained on up to ``sample_tokens`` (default ``64 * centroids``) tokens of documents
-        drawn at random; then every document is read once and assigned.
-
-        Crash-safe: the old index is dropped from the manifest first and the new one is
-        recorded only once every document carries its postings; until then ``hybrid`` uses
-        the dense prefetch alone. The build holds the store's lock (searches and writes of
-        this object wait for it); on a server, build while no other process writes to the
-        collection (other writers pick up the new index at their next write).
-        """
-        centroids = None if centroids is None else check_positive(centroids, "centroids")
-        nprobe = check_positive(nprobe, "nprobe")
-        sample_tokens = (
-            None if sample_tokens is None else check_positive(sample_tokens, "sample_tokens")
-        )
-        if self.manifest.sparse_vector is None:
-            raise StoreError(
-                "this store was created without the centroid sparse vector (an older "
-                "vllm-retrieval); re-create it to use a token index"
-            )
-        with self._lock:
-            self._ensure_open()
-            n_docs = self._backend.count()
-            if n_docs == 0:
-                raise StoreError("cannot build a token index for an empty store")
-            if self.manifest.token_index is not None:
-                self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
-            self._token_index = None
-            bar = self._progress(n_docs, show_progress)
-            try:
-                index, settings = build_postings(
-                    self._backend,
-                    centroids=centroids,
-                    nprobe=nprobe,
-                    sample_tokens=sample_tokens,
-                    seed=seed,
-                    batch=self.batch_size,
-                    bar=bar,
-                )
-            finally:
-                if bar is not None:
-                    bar.close()
-            self._backend.optimize()
-            self._save_manifest(self.manifest.model_copy(update={"token_index": settings}))
-            self._token_index = index
-            return settings
 
     def flush(self) -> None:
         """Flush segments to disk (acknowledged writes are already durable through the WAL)."""

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..lexical import Bm25Settings
 from ..manifest import StoreManifest
 from .base import Scored, StoreBackend, scroll
 from .client import ClientBackend, open_client
@@ -40,6 +41,7 @@ def open_backend(
     compression: str | None,
     dim: int | None,
     must_exist: bool,
+    bm25: Bm25Settings | None = None,
 ) -> tuple[StoreBackend, StoreManifest]:
     """The backend for exactly one target: ``path`` (embedded) or a Qdrant client target."""
     targets = [x is not None for x in (path, url, location, client_path)]
@@ -48,7 +50,7 @@ def open_backend(
     if not any(targets):
         raise ValueError("give path= (embedded Qdrant Edge) or url= (Qdrant server)")
     if path is not None:
-        return open_edge(Path(path), encoder, compression, dim, must_exist)
+        return open_edge(Path(path), encoder, compression, dim, must_exist, bm25)
     return open_client(
         collection,
         url=url,
@@ -60,4 +62,5 @@ def open_backend(
         compression=compression,
         dim=dim,
         must_exist=must_exist,
+        bm25=bm25,
     )

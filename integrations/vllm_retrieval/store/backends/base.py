@@ -14,15 +14,26 @@ import numpy as np
 import numpy.typing as npt
 
 from ..filters import FilterFactory
-from ..manifest import TOKENS, StoreManifest
-from ..plan import Params, QueryPlan
+from ..manifest import CENTROIDS, TOKENS, StoreManifest
+from ..plan import Fuse, Params, QueryPlan, Search, Stage, weighted_fusion
 from ..records import Point, PointId, Record
 from ..token_index import Sparse
 
-__all__ = ["Scored", "StoreBackend", "scroll", "search_params"]
+__all__ = [
+    "QueryVectors",
+    "Scored",
+    "StoreBackend",
+    "pid_of",
+    "run_weighted",
+    "scroll",
+    "search_params",
+]
 
 FloatArray = npt.NDArray[np.float32]
 Scored = list[tuple[float, dict[str, Any]]]
+#: The query's vectors by schema name: DENSE ``[d]``, TOKENS ``[Q, d]``, CENTROIDS and BM25
+#: sparse ``(indices, values)``; a name is absent when the plan does not search it.
+QueryVectors = dict[str, Any]
 
 
 class StoreBackend(Protocol):
@@ -49,10 +60,21 @@ class StoreBackend(Protocol):
         """Write points; durable when this returns."""
         ...
 
-    def set_sparse(self, pids: list[PointId], sparse: list[Sparse]) -> None: ...
+    def set_sparse(self, pids: list[PointId], sparse: list[Sparse], name: str = CENTROIDS) -> None:
+        """Set the sparse vector ``name`` (CENTROIDS or BM25) of existing points."""
+        ...
 
-    def scroll_page(self, offset: Any, batch: int, with_tokens: bool) -> tuple[list[Any], Any]:
-        """One page of points (``.id``, ``.vector[TOKENS]`` if asked) and the next offset."""
+    def add_bm25_vector(self, manifest: StoreManifest) -> StoreManifest:
+        """Add the BM25 sparse vector (IDF modifier) to an older schema; returns the manifest
+        recording it, already saved (an embedded shard is copied into a new folder and the
+        manifest naming it is the commit point)."""
+        ...
+
+    def scroll_page(
+        self, offset: Any, batch: int, with_tokens: bool, with_payload: bool = False
+    ) -> tuple[list[Any], Any]:
+        """One page of points (``.id``, ``.vector[TOKENS]`` / ``.payload`` if asked) and the
+        next offset."""
         ...
 
     def delete_ids(self, pids: list[PointId]) -> None: ...
@@ -63,15 +85,15 @@ class StoreBackend(Protocol):
 
     def count(self, flt: Any = None) -> int: ...
 
-    def query(
-        self,
-        plan: QueryPlan,
-        dense: FloatArray | None,
-        tokens: FloatArray | None,
-        sparse: Sparse | None,
-        flt: Any,
-    ) -> Scored:
-        """Run ``plan.tree(token_index=sparse is not None)``: ``(score, payload)`` best first."""
+    def query(self, plan: QueryPlan, vectors: QueryVectors, flt: Any) -> Scored:
+        """Run ``plan.tree(token_index=CENTROIDS in vectors)``: ``(score, payload)`` best
+        first (a ``"weighted"`` fusion through :func:`run_weighted`)."""
+        ...
+
+    def query_ids(
+        self, stages: tuple[Search, ...], plan: QueryPlan, vectors: QueryVectors, flt: Any
+    ) -> list[list[tuple[PointId, float]]]:
+        """Each stage as its own query (one batch): ``(point id, score)`` best first."""
         ...
 
     def optimize(self) -> None: ...
@@ -79,6 +101,23 @@ class StoreBackend(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def pid_of(point_id: Any) -> PointId:
+    """A point id as the store keys it (int, or the UUID as a string)."""
+    return point_id if isinstance(point_id, int) else str(point_id)
+
+
+def run_weighted(
+    backend: StoreBackend, top: Stage, plan: QueryPlan, vectors: QueryVectors, flt: Any
+) -> Scored:
+    """A ``"weighted"`` fusion: the lists from Qdrant (one batch), fused by
+    :func:`~vllm_retrieval.store.plan.weighted_fusion`, then the winners' payloads."""
+    assert isinstance(top, Fuse)
+    lists = backend.query_ids(top.prefetch, plan, vectors, flt)
+    fused = weighted_fusion(lists, top.weights, top.limit)
+    found = backend.retrieve([pid for pid, _ in fused], with_tokens=False)
+    return [(score, found[pid].payload) for pid, score in fused if pid in found]
 
 
 def scroll(
@@ -89,7 +128,7 @@ def scroll(
     while True:
         recs, offset = backend.scroll_page(offset, batch, with_tokens)
         if recs:
-            pids = [r.id if isinstance(r.id, int) else str(r.id) for r in recs]
+            pids = [pid_of(r.id) for r in recs]
             toks = (
                 [np.asarray(r.vector[TOKENS], dtype=np.float32) for r in recs]
                 if with_tokens

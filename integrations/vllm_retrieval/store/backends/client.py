@@ -16,7 +16,9 @@ import numpy.typing as npt
 
 from ...errors import StoreCorruptError, StoreError, require
 from ..filters import FilterFactory
+from ..lexical import Bm25Settings
 from ..manifest import (
+    BM25,
     CENTROIDS,
     DENSE,
     TOKENS,
@@ -28,7 +30,7 @@ from ..manifest import (
 from ..plan import RRF_K, Fuse, Params, QueryPlan, Search
 from ..records import Point, PointId, Record
 from ..token_index import Sparse
-from .base import Scored, search_params
+from .base import QueryVectors, Scored, pid_of, run_weighted, search_params
 
 if TYPE_CHECKING:
     from ...encoding import Encoder
@@ -112,11 +114,41 @@ class ClientBackend:
                     **tok_kw,
                 ),
             },
-            sparse_vectors_config=(
-                {CENTROIDS: m.SparseVectorParams()} if manifest.sparse_vector else None
-            ),
+            sparse_vectors_config=self._sparse_config(manifest),
             metadata={"vllm_retrieval": manifest.model_dump(mode="json")},
         )
+
+    def _sparse_config(self, manifest: StoreManifest) -> dict[str, Any] | None:
+        m = self.m
+        sparse: dict[str, Any] = {}
+        if manifest.sparse_vector:
+            sparse[CENTROIDS] = m.SparseVectorParams()
+        if manifest.bm25_vector:
+            sparse[BM25] = m.SparseVectorParams(modifier=m.Modifier.IDF)
+        return sparse or None
+
+    def add_bm25_vector(self, manifest: StoreManifest) -> StoreManifest:
+        """A new named sparse vector on the collection (``create_vector_name``; Qdrant
+        servers that predate it refuse, and the store is left as it was)."""
+        m = self.m
+        info = self.client.get_collection(self.collection)
+        have = info.config.params.sparse_vectors or {}
+        if BM25 not in have:
+            try:
+                self.client.create_vector_name(
+                    self.collection,
+                    BM25,
+                    m.SparseVectorNameConfig(sparse=m.SparseVectorConfig(modifier=m.Modifier.IDF)),
+                )
+            except Exception as exc:
+                raise StoreError(
+                    f"cannot add the BM25 vector to collection {self.collection!r} ({exc}); "
+                    "this needs a Qdrant server that can create vector names, or re-create "
+                    "the collection"
+                ) from exc
+        new = manifest.model_copy(update={"bm25_vector": BM25})
+        self.save_manifest(new)
+        return new
 
     def save_manifest(self, manifest: StoreManifest) -> None:
         self.client.update_collection(
@@ -186,6 +218,8 @@ class ClientBackend:
         vec: dict[str, Any] = {DENSE: p.dense.tolist(), TOKENS: p.tokens.tolist()}
         if p.sparse is not None:
             vec[CENTROIDS] = self.m.SparseVector(indices=p.sparse[0], values=p.sparse[1])
+        if p.bm25 is not None:
+            vec[BM25] = self.m.SparseVector(indices=p.bm25[0], values=p.bm25[1])
         return vec
 
     def upsert(self, points: list[Point]) -> None:
@@ -198,25 +232,25 @@ class ClientBackend:
             wait=True,
         )
 
-    def set_sparse(self, pids: list[PointId], sparse: list[Sparse]) -> None:
+    def set_sparse(self, pids: list[PointId], sparse: list[Sparse], name: str = CENTROIDS) -> None:
         m = self.m
         self.client.update_vectors(
             self.collection,
             points=[
-                m.PointVectors(
-                    id=pid, vector={CENTROIDS: m.SparseVector(indices=sp[0], values=sp[1])}
-                )
+                m.PointVectors(id=pid, vector={name: m.SparseVector(indices=sp[0], values=sp[1])})
                 for pid, sp in zip(pids, sparse, strict=True)
             ],
             wait=True,
         )
 
-    def scroll_page(self, offset: Any, batch: int, with_tokens: bool) -> tuple[list[Any], Any]:
+    def scroll_page(
+        self, offset: Any, batch: int, with_tokens: bool, with_payload: bool = False
+    ) -> tuple[list[Any], Any]:
         return self.client.scroll(  # type: ignore[no-any-return]
             self.collection,
             limit=batch,
             offset=offset,
-            with_payload=False,
+            with_payload=with_payload,
             with_vectors=[TOKENS] if with_tokens else False,
         )
 
@@ -239,7 +273,7 @@ class ClientBackend:
         )
         out: dict[PointId, Record] = {}
         for r in recs:
-            pid = r.id if isinstance(r.id, int) else str(r.id)
+            pid = pid_of(r.id)
             toks = None
             if with_tokens and isinstance(r.vector, dict):
                 toks = np.asarray(r.vector[TOKENS], dtype=np.float32)
@@ -273,42 +307,69 @@ class ClientBackend:
             prefetch=[self._prefetch(p, plan, values, flt) for p in s.prefetch] or None,
         )
 
-    def query(
-        self,
-        plan: QueryPlan,
-        dense: FloatArray | None,
-        tokens: FloatArray | None,
-        sparse: Sparse | None,
-        flt: Any,
-    ) -> Scored:
+    def _values(self, vectors: QueryVectors) -> dict[str, Any]:
         m = self.m
-        values: dict[str, Any] = {
-            DENSE: None if dense is None else dense.tolist(),
-            TOKENS: None if tokens is None else tokens.tolist(),
-            CENTROIDS: None
-            if sparse is None
-            else m.SparseVector(indices=sparse[0], values=sparse[1]),
+        values: dict[str, Any] = {}
+        for name, v in vectors.items():
+            values[name] = (
+                m.SparseVector(indices=v[0], values=v[1])
+                if name in (CENTROIDS, BM25)
+                else v.tolist()
+            )
+        return values
+
+    def _search_kw(self, s: Search, plan: QueryPlan, values: dict[str, Any], flt: Any) -> Any:
+        return {
+            "query": values[s.vector],
+            "using": s.vector,
+            "prefetch": [self._prefetch(p, plan, values, flt) for p in s.prefetch] or None,
         }
-        top = plan.tree(token_index=sparse is not None)
-        kw: dict[str, Any] = {
-            "prefetch": [self._prefetch(p, plan, values, flt) for p in top.prefetch] or None
-        }
+
+    def query(self, plan: QueryPlan, vectors: QueryVectors, flt: Any) -> Scored:
+        m = self.m
+        top = plan.tree(token_index=CENTROIDS in vectors)
+        if isinstance(top, Fuse) and top.fusion == "weighted":
+            return run_weighted(self, top, plan, vectors, flt)
+        values = self._values(vectors)
+        kw: dict[str, Any]
         if isinstance(top, Fuse):
-            kw["query"] = (
-                m.RrfQuery(rrf=m.Rrf(k=RRF_K))
-                if top.fusion == "rrf"
-                else m.FusionQuery(fusion=m.Fusion.DBSF)
-            )
+            kw = {
+                "prefetch": [self._prefetch(p, plan, values, flt) for p in top.prefetch],
+                "query": (
+                    m.RrfQuery(
+                        rrf=m.Rrf(k=RRF_K, weights=list(top.weights) if top.weights else None)
+                    )
+                    if top.fusion == "rrf"
+                    else m.FusionQuery(fusion=m.Fusion.DBSF)
+                ),
+            }
         else:
-            kw.update(
-                query=values[top.vector],
-                using=top.vector,
-                search_params=self._params(top.params, plan),
-            )
+            kw = self._search_kw(top, plan, values, flt)
+            kw["search_params"] = self._params(top.params, plan)
         res = self.client.query_points(
             self.collection, query_filter=flt, limit=top.limit, with_payload=True, **kw
         )
         return [(float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def query_ids(
+        self, stages: tuple[Search, ...], plan: QueryPlan, vectors: QueryVectors, flt: Any
+    ) -> list[list[tuple[PointId, float]]]:
+        m = self.m
+        values = self._values(vectors)
+        requests = []
+        for s in stages:
+            kw = self._search_kw(s, plan, values, flt)
+            requests.append(
+                m.QueryRequest(
+                    **kw,
+                    filter=flt,
+                    params=self._params(s.params, plan),
+                    limit=s.limit,
+                    with_payload=False,
+                )
+            )
+        res = self.client.query_batch_points(self.collection, requests=requests)
+        return [[(pid_of(p.id), float(p.score)) for p in r.points] for r in res]
 
     def optimize(self) -> None:
         """The server optimises in the background; nothing to do."""
@@ -332,6 +393,7 @@ def open_client(
     compression: str | None,
     dim: int | None,
     must_exist: bool,
+    bm25: Bm25Settings | None = None,
 ) -> tuple[ClientBackend, StoreManifest]:
     """Open (or create) the store's collection; checks its settings on reopen."""
     qc = require("qdrant_client", "qdrant")
@@ -353,7 +415,7 @@ def open_client(
         else:
             if must_exist:
                 raise FileNotFoundError(f"no {where} on the Qdrant server")
-            manifest = new_manifest(encoder, compression, dim)
+            manifest = new_manifest(encoder, compression, dim, bm25)
             backend.create(manifest)
     except BaseException:
         client.close()

@@ -7,6 +7,8 @@ The manifest is ``<path>/vllm_retrieval.json`` and the token index's centroids
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,9 @@ import numpy.typing as npt
 
 from ...errors import StoreCorruptError, require
 from ..filters import FilterFactory
+from ..lexical import Bm25Settings
 from ..manifest import (
+    BM25,
     CENTROIDS,
     DENSE,
     MANIFEST_NAME,
@@ -30,7 +34,7 @@ from ..manifest import (
 from ..plan import RRF_K, Fuse, Params, QueryPlan, Search
 from ..records import Point, PointId, Record
 from ..token_index import Sparse
-from .base import Scored, search_params
+from .base import QueryVectors, Scored, pid_of, run_weighted, search_params
 
 if TYPE_CHECKING:
     from ...encoding import Encoder
@@ -39,6 +43,7 @@ __all__ = ["CENTROIDS_FILE", "EdgeBackend", "open_edge"]
 
 FloatArray = npt.NDArray[np.float32]
 CENTROIDS_FILE = "token_index.npy"
+_SHARD_RE = re.compile(r"^shard(\.[0-9]+)?$")
 
 
 class EdgeBackend:
@@ -62,6 +67,7 @@ class EdgeBackend:
         )
         self.quantized = manifest.compression in ("int8", "binary")
         self.dir = shard_dir.parent
+        self.shard_dir = shard_dir
         if create:
             self.shard = qe.EdgeShard.create(str(shard_dir), self._config(manifest))
         else:
@@ -115,9 +121,18 @@ class EdgeBackend:
                     query_encoding=qe.BinaryQuantizationQueryEncoding.Scalar8Bits,
                     memory=qe.Memory.Pinned,
                 )
-        sparse = {CENTROIDS: qe.EdgeSparseVectorParams()} if m.sparse_vector else None
+        sparse = {CENTROIDS: qe.EdgeSparseVectorParams()} if m.sparse_vector else {}
+        optimizers = None
+        if m.bm25_vector:
+            sparse[BM25] = qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)
+            # Qdrant counts deleted points in IDF until a segment is vacuumed: let optimize()
+            # vacuum after any deletion, so that IDF is exact again afterwards.
+            optimizers = qe.EdgeOptimizersConfig(
+                deleted_threshold=0.001, vacuum_min_vector_number=1
+            )
         return qe.EdgeConfig(
-            sparse_vectors=sparse,
+            sparse_vectors=sparse or None,
+            optimizers=optimizers,
             vectors={
                 DENSE: qe.EdgeVectorParams(size=m.dim, distance=qe.Distance.Cosine),
                 TOKENS: qe.EdgeVectorParams(
@@ -136,6 +151,8 @@ class EdgeBackend:
         vec: dict[str, Any] = {DENSE: p.dense, TOKENS: p.tokens}
         if p.sparse is not None:
             vec[CENTROIDS] = self.qe.SparseVector(*p.sparse)
+        if p.bm25 is not None:
+            vec[BM25] = self.qe.SparseVector(*p.bm25)
         return vec
 
     def upsert(self, points: list[Point]) -> None:
@@ -143,20 +160,58 @@ class EdgeBackend:
         pts = [qe.Point(id=p.pid, vector=self._vectors(p), payload=p.payload) for p in points]
         self.shard.update(qe.UpdateOperation.upsert_points(pts))
 
-    def set_sparse(self, pids: list[PointId], sparse: list[Sparse]) -> None:
+    def set_sparse(self, pids: list[PointId], sparse: list[Sparse], name: str = CENTROIDS) -> None:
         qe = self.qe
         ops = [
-            qe.PointVectors(id=pid, vector={CENTROIDS: qe.SparseVector(*sp)})
+            qe.PointVectors(id=pid, vector={name: qe.SparseVector(*sp)})
             for pid, sp in zip(pids, sparse, strict=True)
         ]
         self.shard.update(qe.UpdateOperation.update_vectors(ops))
 
-    def scroll_page(self, offset: Any, batch: int, with_tokens: bool) -> tuple[list[Any], Any]:
+    def add_bm25_vector(self, manifest: StoreManifest) -> StoreManifest:
+        """Edge cannot add a vector to a shard: copy every point into a new shard folder
+        whose schema has it; the manifest naming the new folder is the commit point (a
+        crash before leaves the old shard in use, and the next open removes the copy)."""
+        qe = self.qe
+        n = 0 if manifest.shard == SHARD_DIR else int(manifest.shard.split(".")[1])
+        new = manifest.model_copy(update={"bm25_vector": BM25, "shard": f"{SHARD_DIR}.{n + 1}"})
+        target = self.dir / new.shard
+        if target.exists():
+            shutil.rmtree(target)
+        shard = qe.EdgeShard.create(str(target), self._config(new))
+        try:
+            offset: Any = None
+            while True:
+                recs, offset = self.shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=64, with_payload=True, with_vector=True)
+                )
+                if recs:
+                    pts = [
+                        qe.Point(id=r.id, vector=dict(r.vector or {}), payload=r.payload or {})
+                        for r in recs
+                    ]
+                    shard.update(qe.UpdateOperation.upsert_points(pts))
+                if offset is None or not recs:
+                    break
+            shard.flush()
+        except BaseException:
+            shard.close()
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        self.save_manifest(new)  # the commit point
+        old, self.shard, self.shard_dir = self.shard, shard, target
+        old.close()
+        remove_stale_shards(self.dir, new.shard)
+        return new
+
+    def scroll_page(
+        self, offset: Any, batch: int, with_tokens: bool, with_payload: bool = False
+    ) -> tuple[list[Any], Any]:
         return self.shard.scroll(  # type: ignore[no-any-return]
             self.qe.ScrollRequest(
                 offset=offset,
                 limit=batch,
-                with_payload=False,
+                with_payload=with_payload,
                 with_vector=[TOKENS] if with_tokens else False,
             )
         )
@@ -173,7 +228,7 @@ class EdgeBackend:
         )
         out: dict[PointId, Record] = {}
         for r in recs:
-            pid = r.id if isinstance(r.id, int) else str(r.id)
+            pid = pid_of(r.id)
             toks = None
             if with_tokens and r.vector is not None:
                 toks = np.asarray(r.vector[TOKENS], dtype=np.float32)
@@ -195,48 +250,71 @@ class EdgeBackend:
             quantization=qe.QuantizationSearchParams,
         )
 
+    def _nearest(self, s: Search, values: dict[str, Any]) -> Any:
+        return self.qe.Query.Nearest(values[s.vector], using=s.vector)
+
     def _prefetch(self, s: Search, plan: QueryPlan, values: dict[str, Any], flt: Any) -> Any:
         return self.qe.Prefetch(
             limit=s.limit,
-            query=self.qe.Query.Nearest(values[s.vector], using=s.vector),
+            query=self._nearest(s, values),
             filter=flt,
             params=self._params(s.params, plan),
             prefetches=[self._prefetch(p, plan, values, flt) for p in s.prefetch] or None,
         )
 
-    def query(
-        self,
-        plan: QueryPlan,
-        dense: FloatArray | None,
-        tokens: FloatArray | None,
-        sparse: Sparse | None,
-        flt: Any,
-    ) -> Scored:
+    def _values(self, vectors: QueryVectors) -> dict[str, Any]:
         qe = self.qe
-        values: dict[str, Any] = {
-            DENSE: None if dense is None else dense.tolist(),
-            TOKENS: None if tokens is None else tokens.tolist(),
-            CENTROIDS: None if sparse is None else qe.SparseVector(*sparse),
-        }
-        top = plan.tree(token_index=sparse is not None)
-        query: Any
+        values: dict[str, Any] = {}
+        for name, v in vectors.items():
+            values[name] = qe.SparseVector(*v) if name in (CENTROIDS, BM25) else v.tolist()
+        return values
+
+    def _request(
+        self, s: Search, plan: QueryPlan, values: dict[str, Any], flt: Any, payload: bool
+    ) -> Any:
+        return self.qe.QueryRequest(
+            limit=s.limit,
+            query=self._nearest(s, values),
+            prefetches=[self._prefetch(p, plan, values, flt) for p in s.prefetch] or None,
+            filter=flt,
+            params=self._params(s.params, plan),
+            with_payload=payload,
+        )
+
+    def query(self, plan: QueryPlan, vectors: QueryVectors, flt: Any) -> Scored:
+        qe = self.qe
+        top = plan.tree(token_index=CENTROIDS in vectors)
+        if isinstance(top, Fuse) and top.fusion == "weighted":
+            return run_weighted(self, top, plan, vectors, flt)
+        values = self._values(vectors)
         if isinstance(top, Fuse):
-            query = qe.Fusion.Rrf(k=RRF_K) if top.fusion == "rrf" else qe.Fusion.Dbsf()
-            params = None
-        else:
-            query = qe.Query.Nearest(values[top.vector], using=top.vector)
-            params = self._params(top.params, plan)
-        res = self.shard.query(
-            qe.QueryRequest(
+            query = (
+                qe.Fusion.Rrf(k=RRF_K, weights=list(top.weights) if top.weights else None)
+                if top.fusion == "rrf"
+                else qe.Fusion.Dbsf()
+            )
+            request = qe.QueryRequest(
                 limit=top.limit,
                 query=query,
-                prefetches=[self._prefetch(p, plan, values, flt) for p in top.prefetch] or None,
+                prefetches=[self._prefetch(p, plan, values, flt) for p in top.prefetch],
                 filter=flt,
-                params=params,
                 with_payload=True,
             )
-        )
+        else:
+            request = self._request(top, plan, values, flt, payload=True)
+        res = self.shard.query(request)
         return [(float(p.score), dict(p.payload or {})) for p in res]
+
+    def query_ids(
+        self, stages: tuple[Search, ...], plan: QueryPlan, vectors: QueryVectors, flt: Any
+    ) -> list[list[tuple[PointId, float]]]:
+        values = self._values(vectors)
+        batch = self.qe.QueryBatchRequest(
+            [self._request(s, plan, values, flt, payload=False) for s in stages]
+        )
+        return [
+            [(pid_of(p.id), float(p.score)) for p in res] for res in self.shard.query_batch(batch)
+        ]
 
     def optimize(self) -> None:
         self.shard.optimize()
@@ -254,16 +332,19 @@ def open_edge(
     compression: str | None,
     dim: int | None,
     must_exist: bool,
+    bm25: Bm25Settings | None = None,
 ) -> tuple[EdgeBackend, StoreManifest]:
-    """Open (or create) the embedded store in ``path``; checks its settings on reopen."""
+    """Open (or create) the embedded store in ``path``; checks its settings on reopen
+    (``bm25``: the BM25 settings of a new store, None for none)."""
     manifest_path = path / MANIFEST_NAME
-    shard_dir = path / SHARD_DIR
     if path.exists() and not path.is_dir():
         raise StoreCorruptError(f"{path} is not a directory")
     if manifest_path.is_file():
         manifest = read_manifest_file(manifest_path)
         check_manifest(manifest, encoder, compression, dim, str(path))
+        shard_dir = path / manifest.shard
         create = not shard_dir.exists()
+        remove_stale_shards(path, manifest.shard)
     else:
         if path.is_dir() and any(path.iterdir()):
             raise StoreCorruptError(
@@ -271,7 +352,8 @@ def open_edge(
             )
         if must_exist:
             raise FileNotFoundError(f"no vllm-retrieval store at {path}")
-        manifest = new_manifest(encoder, compression, dim)
+        manifest = new_manifest(encoder, compression, dim, bm25)
+        shard_dir = path / manifest.shard
         path.mkdir(parents=True, exist_ok=True)
         # The manifest goes first: a crash before the shard exists leaves an empty store.
         write_manifest_file(manifest_path, manifest)
@@ -282,3 +364,11 @@ def open_edge(
         raise
     except Exception as exc:
         raise StoreCorruptError(f"cannot open the Qdrant Edge shard in {path}: {exc}") from exc
+
+
+def remove_stale_shards(path: Path, current: str) -> None:
+    """Remove shard folders other than ``current`` (copies left by an interrupted
+    ``add_bm25_vector``, or the old shard after it committed)."""
+    for entry in path.iterdir():
+        if entry.name != current and _SHARD_RE.match(entry.name) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,221 @@
+"""The store's index maintenance: the token index and the BM25 vectors, built and followed.
+
+A mixin of :class:`~vllm_retrieval.store.store.MultiVectorStore` (the facade keeps the
+reading, writing and searching); the builds themselves are in :mod:`.indexing`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import StoreError, StoreMismatchError
+from .backends import StoreBackend
+from .indexing import build_bm25, build_postings, load_token_index
+from .lexical import Bm25Encoder, Bm25Settings, bm25_settings
+from .manifest import StoreManifest, parse_manifest
+from .records import check_positive
+from .token_index import MIN_DOCS, CentroidIndex, TokenIndexSettings
+
+__all__ = ["IndexMaintenance"]
+
+
+class IndexMaintenance:
+    """Token index and BM25 lifecycle (state is set up by the store's constructor)."""
+
+    _lock: threading.RLock
+    _backend: StoreBackend
+    manifest: StoreManifest
+    collection: str | None
+    batch_size: int
+    show_progress: bool
+    _drop_token_index: bool
+    _token_index: CentroidIndex | None
+    _bm25: Bm25Encoder | None
+
+    def _ensure_open(self) -> None:  # pragma: no cover - the store defines it
+        raise NotImplementedError
+
+    def _load_token_index(self) -> CentroidIndex | None:
+        settings = self.manifest.token_index
+        if settings is None:
+            return None
+        if self._drop_token_index:
+            self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
+            return None
+        return load_token_index(self._backend, self.manifest)
+
+    def _check_bm25(self, wanted: Bm25Settings | None) -> None:
+        have = self.manifest.bm25
+        if wanted is None or have is None:
+            return
+        keys = ("language", "stemmer", "stopwords", "k", "b")
+        diff = {k: (getattr(have, k), getattr(wanted, k)) for k in keys}
+        diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+        if diff:
+            raise StoreMismatchError(
+                f"this store has other BM25 settings (stored, given): {diff}; "
+                "change them with store.build_bm25(...)"
+            )
+
+    def _sync_token_index(self) -> None:
+        """On a server other processes may (re)build the indexes: follow the recorded ones."""
+        if not self._backend.shared:
+            return
+        raw = self._backend.read_manifest()
+        recorded = raw.get("token_index") if raw else None
+        mine = self.manifest.token_index
+        if recorded != (mine.model_dump(mode="json") if mine is not None else None) or (
+            (raw.get("bm25") if raw else None)
+            != (self.manifest.bm25.model_dump(mode="json") if self.manifest.bm25 else None)
+        ):
+            self.manifest = parse_manifest(raw, f"collection {self.collection!r}")
+            self._token_index = self._load_token_index()
+            self._bm25 = Bm25Encoder(self.manifest.bm25) if self.manifest.bm25 else None
+
+    def _progress(self, total: int, show: bool | None) -> Any:
+        if not (self.show_progress if show is None else show):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc="Indexing", unit="doc")
+
+    def optimize(self) -> None:
+        """Build indexes / merge segments now (Edge runs its optimisers in-process).
+
+        Also builds the token index (:meth:`build_token_index`) the first time the store
+        holds at least 1,000 documents (later documents join it as they are written), and
+        (re)builds BM25 (:meth:`build_bm25`) when the store has none, or holds twice the
+        documents its ``avg_len`` was measured on. Embedded: vacuums deleted documents, so
+        that BM25's IDF no longer counts them.
+        """
+        with self._lock:
+            self._ensure_open()
+            self._backend.optimize()
+            n = self._backend.count()
+            if (
+                self.manifest.sparse_vector is not None
+                and self.manifest.token_index is None
+                and n >= MIN_DOCS
+            ):
+                self.build_token_index()
+            bm25 = self.manifest.bm25
+            if n and (bm25 is None or n >= 2 * bm25.measured_docs):
+                self.build_bm25()
+
+    def build_bm25(
+        self,
+        settings: Mapping[str, Any] | Bm25Settings | None = None,
+        *,
+        avg_len: float | None = None,
+        show_progress: bool | None = None,
+        **overrides: Any,
+    ) -> Bm25Settings:
+        """(Re)compute every document's BM25 vector from its stored text; returns the settings.
+
+        ``settings`` / keyword ``overrides`` (``language``, ``stemmer``, ``stopwords``, ``k``,
+        ``b``) default to the recorded ones; ``avg_len`` (average document length in terms)
+        is measured over the stored documents unless given. A store written before BM25
+        existed gets the BM25 vector first (embedded: the shard is copied into a new folder,
+        which needs the disk space of a second copy; server: ``create_vector_name``).
+
+        Crash-safe like :meth:`build_token_index`: the recorded settings are dropped first and
+        recorded again only once every document carries its vector (until then the ``bm25``
+        mode raises ``StoreError`` and the default search is ``hybrid``).
+        """
+        base = settings if settings is not None else self.manifest.bm25
+        new = bm25_settings(
+            dict(base) if isinstance(base, Mapping) else base, avg_len=avg_len, **overrides
+        )
+        with self._lock:
+            self._ensure_open()
+            self._sync_token_index()
+            if self.manifest.bm25 is not None:
+                self._save_manifest(self.manifest.model_copy(update={"bm25": None}))
+            self._bm25 = None
+            bar = self._progress(self._backend.count(), show_progress)
+            try:
+                manifest, encoder, new = build_bm25(
+                    self._backend,
+                    self.manifest,
+                    new if avg_len is None else new.model_copy(update={"measured_docs": 0}),
+                    measure=avg_len is None,
+                    batch=self.batch_size,
+                    bar=bar,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+            self.manifest = manifest
+            self._backend.optimize()
+            self._save_manifest(self.manifest.model_copy(update={"bm25": new}))
+            self._bm25 = encoder
+            return new
+
+    def _save_manifest(self, manifest: StoreManifest) -> None:
+        self._backend.save_manifest(manifest)
+        self.manifest = manifest
+
+    def build_token_index(
+        self,
+        centroids: int | None = None,
+        *,
+        nprobe: int = 2,
+        sample_tokens: int | None = None,
+        seed: int = 0,
+        show_progress: bool | None = None,
+    ) -> TokenIndexSettings:
+        """(Re)build the token index: k-means centroids over the stored token vectors and
+        every document's centroid postings (a Qdrant sparse vector).
+
+        ``hybrid`` search then prefetches candidates from the postings as well as from the
+        dense vector, which finds the documents that share the query's tokens. Documents
+        added later are assigned to the centroids as they are written; rebuild after the
+        collection has grown several-fold. ``centroids`` defaults to
+        ``2^floor(log2(2 sqrt(T)))`` (T stored tokens, estimated from the sample, 64..8192),
+        trained on up to ``sample_tokens`` (default ``64 * centroids``) tokens of documents
+        drawn at random; then every document is read once and assigned.
+
+        Crash-safe: the old index is dropped from the manifest first and the new one is
+        recorded only once every document carries its postings; until then ``hybrid`` uses
+        the dense prefetch alone. The build holds the store's lock (searches and writes of
+        this object wait for it); on a server, build while no other process writes to the
+        collection (other writers pick up the new index at their next write).
+        """
+        centroids = None if centroids is None else check_positive(centroids, "centroids")
+        nprobe = check_positive(nprobe, "nprobe")
+        sample_tokens = (
+            None if sample_tokens is None else check_positive(sample_tokens, "sample_tokens")
+        )
+        if self.manifest.sparse_vector is None:
+            raise StoreError(
+                "this store was created without the centroid sparse vector (an older "
+                "vllm-retrieval); re-create it to use a token index"
+            )
+        with self._lock:
+            self._ensure_open()
+            n_docs = self._backend.count()
+            if n_docs == 0:
+                raise StoreError("cannot build a token index for an empty store")
+            if self.manifest.token_index is not None:
+                self._save_manifest(self.manifest.model_copy(update={"token_index": None}))
+            self._token_index = None
+            bar = self._progress(n_docs, show_progress)
+            try:
+                index, settings = build_postings(
+                    self._backend,
+                    centroids=centroids,
+                    nprobe=nprobe,
+                    sample_tokens=sample_tokens,
+                    seed=seed,
+                    batch=self.batch_size,
+                    bar=bar,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+            self._backend.optimize()
+            self._save_manifest(self.manifest.model_copy(update={"token_index": settings}))
+            self._token_index = index
+            return settings
