@@ -68,10 +68,10 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from vllm_retrieval import Encoder
-    from vllm_retrieval.encoding.backends import native_bf16_cpu, resolve_dtype
+    from vllm_retrieval.encoding.backends import fast_bf16_cpu, resolve_dtype
 
     docs = load_docs(args.docs)
-    native = native_bf16_cpu()
+    native = fast_bf16_cpu()
     default_dtype = resolve_dtype("auto")
     precisions = args.precisions
     if precisions is None:

@@ -299,21 +299,26 @@ def test_engine_start_failure_is_typed(tmp_path: Path) -> None:
 def test_dtype_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import vllm_retrieval.encoding.backends.local as engine_mod
 
-    amx = tmp_path / "amx"
-    amx.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
-    zen3 = tmp_path / "zen3"
-    zen3.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma f16c\n")
-    assert engine_mod.native_bf16_cpu(str(amx))
-    assert not engine_mod.native_bf16_cpu(str(zen3))
-    assert not engine_mod.native_bf16_cpu(str(tmp_path / "missing"))
+    def cpu(name: str, vendor: str, flags: str) -> str:
+        path = tmp_path / name
+        path.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu {flags}\n")
+        return str(path)
+
+    intel, amd = "GenuineIntel", "AuthenticAMD"
+    assert engine_mod.fast_bf16_cpu(cpu("spr", intel, "avx512f avx512_bf16 amx_bf16 amx_tile"))
+    assert engine_mod.fast_bf16_cpu(cpu("zen4", amd, "avx2 avx512f avx512_bf16"))
+    # Intel's AVX-512 BF16 without AMX is slower than float32 in vLLM: not chosen.
+    assert not engine_mod.fast_bf16_cpu(cpu("cpx", intel, "avx2 avx512f avx512_bf16"))
+    assert not engine_mod.fast_bf16_cpu(cpu("zen3", amd, "sse avx2 fma f16c"))
+    assert not engine_mod.fast_bf16_cpu(str(tmp_path / "missing"))
 
     resolve = engine_mod.resolve_dtype
     monkeypatch.delenv(engine_mod.DTYPE_ENV, raising=False)
-    monkeypatch.setattr(engine_mod, "native_bf16_cpu", lambda cpuinfo="": True)
+    monkeypatch.setattr(engine_mod, "fast_bf16_cpu", lambda cpuinfo="": True)
     assert resolve(None, cuda=False) == resolve("auto", cuda=False) == "bfloat16"
     assert resolve(None, cuda=True) == "auto"  # GPU: the model's dtype, vLLM's choice
     assert resolve("float16", cuda=False) == "float16"  # explicit choices pass through
-    monkeypatch.setattr(engine_mod, "native_bf16_cpu", lambda cpuinfo="": False)
+    monkeypatch.setattr(engine_mod, "fast_bf16_cpu", lambda cpuinfo="": False)
     assert resolve(None, cuda=False) == "float32"
     monkeypatch.setenv(engine_mod.DTYPE_ENV, "bfloat16")
     assert resolve(None, cuda=False) == "bfloat16"

@@ -49,8 +49,8 @@ def _common_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=64, help="texts per engine request (64)")
     g.add_argument(
         "--dtype",
-        help="vLLM dtype (default: $VLLM_RETRIEVAL_DTYPE or auto, i.e. bfloat16 on CPUs with "
-        "bf16 units, else float32; the model's on GPU)",
+        help="vLLM dtype (default: $VLLM_RETRIEVAL_DTYPE or auto, i.e. bfloat16 on CPUs where "
+        "it is faster (AMX, Zen 4+), else float32; the model's on GPU)",
     )
     g.add_argument(
         "--engine-arg",

@@ -48,8 +48,8 @@ class EncoderSettings(BaseModel):
     show_progress: bool = Field(default=False, description="Show a tqdm bar for long inputs.")
     dtype: str | None = Field(
         default=None,
-        description="vLLM dtype; default $VLLM_RETRIEVAL_DTYPE or auto: bfloat16 on CPUs with "
-        "bf16 units, else float32; the model's on GPU.",
+        description="vLLM dtype; default $VLLM_RETRIEVAL_DTYPE or auto: bfloat16 on CPUs where "
+        "it is faster (AMX, Zen 4+), else float32; the model's on GPU.",
     )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Further keyword arguments for vllm.LLM."

@@ -1,7 +1,7 @@
 """Engine backends behind the Encoder: the protocol, in-process vLLM, remote ``vllm serve``."""
 
 from .base import EngineBackend, RowsArray
-from .local import EngineSettings, SharedEngine, native_bf16_cpu, resolve_dtype
+from .local import EngineSettings, SharedEngine, fast_bf16_cpu, resolve_dtype
 from .registry import (
     get_engine,
     get_remote_engine,
@@ -20,9 +20,9 @@ __all__ = [
     "ServerInfo",
     "SharedEngine",
     "Transfer",
+    "fast_bf16_cpu",
     "get_engine",
     "get_remote_engine",
-    "native_bf16_cpu",
     "release_engine",
     "resolve_dtype",
     "shutdown_engines",
