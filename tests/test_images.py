@@ -263,3 +263,53 @@ def test_explain_maps_query_tokens_to_image_patches(jina: Encoder) -> None:
             row, col = m.patch
             assert 0 <= row < 8 and 0 <= col < 8
             assert m.document_position == 1 + row * 8 + col
+
+
+def test_store_keeps_image_documents_and_text_queries_find_them(
+    jina: Encoder, tmp_path: Path
+) -> None:
+    from vllm_retrieval import MultiVectorStore
+    from vllm_retrieval.scoring import maxsim_reference
+
+    imgs = _images()
+    path = tmp_path / "rocket.png"
+    imgs["rocket"].save(path)
+    store = MultiVectorStore(path=tmp_path / "idx", encoder=jina)
+    ids = store.add_images(
+        [path, imgs["coffee"], imgs["chelsea"]],
+        metadatas=[{"kind": "photo"}, {"kind": "photo"}, None],
+        ids=["rocket", "coffee", "cat"],
+        captions=[None, "a cup of coffee", None],
+        keep_pixels=False,
+    )
+    ids += store.add_images([imgs["astronaut"]], ids=["astronaut"], keep_pixels=True)
+    store.add_texts(["a text document about rockets"], ids=["text"])
+    assert len(store) == 5
+    got = {h.id: h for h in store.get(ids)}
+    assert got["rocket"].metadata == {"kind": "photo", "image": str(path.resolve())}
+    assert got["coffee"].text == "a cup of coffee" and "image" not in got["coffee"].metadata
+    assert got["astronaut"].metadata["image"].startswith("data:image/png;base64,")
+    # The stored patch vectors are the encoder's; MaxSim ranks images for a text query.
+    tokens = store.get_tokens(["rocket", "cat"])
+    want = jina.encode_documents([path, imgs["chelsea"]])[1]
+    for a, b in zip(tokens, want, strict=True):
+        assert _cos_rows(a, b) >= COS
+    hits = store.search("a rocket launch", k=5, mode="maxsim")
+    q = jina.embed_query_tokens("a rocket launch")
+    all_ids = [h.id for h in hits]
+    ref = maxsim_reference(q, store.get_tokens(all_ids))
+    assert [round(h.score, 3) for h in hits] == [round(float(x), 3) for x in ref]
+    assert all_ids == [all_ids[i] for i in np.argsort(-ref, kind="stable")]
+    store.close()
+    with MultiVectorStore.open(tmp_path / "idx") as again:  # the encoder is rebuilt as jina-v4
+        assert again.encoder.model_profile.kind == "jina-v4"
+        assert [h.id for h in again.search("a rocket launch", k=5, mode="maxsim")] == all_ids
+
+
+def test_text_store_refuses_images(encoder: Encoder, tmp_path: Path) -> None:
+    from vllm_retrieval import MultiVectorStore, StoreError
+
+    with MultiVectorStore(path=tmp_path / "idx", encoder=encoder) as store:
+        with pytest.raises(StoreError, match="takes no images"):
+            store.add_images([_images()["coffee"]])
+        assert len(store) == 0

@@ -40,6 +40,7 @@ from ..encoding import check_text
 from ..errors import StoreCorruptError, StoreError
 from .backends import StoreBackend, open_backend
 from .filters import FilterNode, parse_filter, to_qdrant
+from .images import encode_image_batches
 from .lexical import Bm25Encoder, Bm25Settings, bm25_settings
 from .maintenance import IndexMaintenance
 from .manifest import (
@@ -354,6 +355,45 @@ class MultiVectorStore(IndexMaintenance):
                 e = s + self.batch_size
                 dense, toks = enc.encode_documents(items[s:e])
                 self._write(self._points(items, metas, doc_ids, s, dense, toks))
+                if bar is not None:
+                    bar.update(len(toks))
+        finally:
+            if bar is not None:
+                bar.close()
+        return doc_ids
+
+    def add_images(
+        self,
+        images: Sequence[Any],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[DocId] | None = None,
+        *,
+        captions: Sequence[str | None] | None = None,
+        keep_pixels: bool = False,
+        show_progress: bool | None = None,
+    ) -> list[DocId]:
+        """Encode images with the store's vision-language encoder (one forward pass each:
+        dense and patch vectors) and upsert them as documents; returns their ids.
+
+        The payload keeps a reference, not the pixels: ``metadata["image"]`` is the file path
+        or URI given (``keep_pixels=True`` stores in-memory images as PNG ``data:`` URIs); the
+        text is the caption (``""`` without one). Text queries then retrieve images by MaxSim
+        over their patch vectors. Ids and metadata are validated first, images batch by batch
+        (an unreadable image raises ``ImageError``; the batches before it stay stored).
+        """
+        self._ensure_open()
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+            raise TypeError(f"images must be a list, got {type(images).__name__}")
+        _, metas, doc_ids = prepare([""] * len(images), metadatas, ids, allow_empty=True)
+        enc = self.encoder
+        if not enc.model_profile.takes_images:
+            raise StoreError(f"the store's encoder ({enc.model_path!r}) takes no images")
+        bar = self._progress(len(images), show_progress)
+        try:
+            for s, texts, dense, toks, batch_metas in encode_image_batches(
+                enc, images, metas, captions, keep_pixels=keep_pixels, batch_size=self.batch_size
+            ):
+                self._write(self._points(texts, batch_metas, doc_ids[s:], 0, dense, toks))
                 if bar is not None:
                     bar.update(len(toks))
         finally:
