@@ -24,6 +24,7 @@ from vllm_retrieval.evaluation import (
     load_qrels,
     sentence_transformers_dense_run,
 )
+from vllm_retrieval.store import MODES
 
 SAMPLE = (
     Path(__file__).resolve().parents[1] / "integrations/vllm_retrieval/data/sample_corpus.jsonl"
@@ -148,6 +149,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -> di
         "--modes dense hybrid --json --no-progress",
         # the notes again: same chunks, same ids, so every one is skipped
         f"index --index {index} {notes} {' '.join(CHUNKING)}",
+        f"search --index {index} 'Which enzyme edits genes?' -k 3 --mode bm25 --json",
+        f"search --index {index} 'Which enzyme edits genes?' -k 3 --mode fusion --fusion rrf "
+        "--fuse bm25 maxsim --weights 2 1 --json",
     ]
     second = _run("steps", *steps)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -187,7 +191,7 @@ def test_reindexing_text_files_skips_every_chunk(workspace: dict[str, Any]) -> N
 def test_search_table(workspace: dict[str, Any]) -> None:
     out = workspace["outputs"][1]
     lines = out.strip().splitlines()
-    assert lines[0].startswith("hybrid search, 3 results"), out
+    assert lines[0].startswith("fusion search, 3 results"), out  # the default mode
     assert lines[1].split() == ["#", "score", "id", "text"]
     assert lines[2].split()[2] == "crispr", out
 
@@ -220,11 +224,26 @@ def test_eval_tiny_corpus(workspace: dict[str, Any]) -> None:
     assert report["documents"] == workspace["total"]  # the corpus and the note chunks
     assert report["documents_encoded"] == 0 and report["documents_reused"] == 30
     modes = {r["mode"]: r for r in report["results"]}
-    assert set(modes) == {"dense", "maxsim", "hybrid", "fusion"}
-    for r in modes.values():
-        assert 50.0 <= r["nDCG@10"] <= 100.0
-        assert r["recall@100"] == 100.0
+    assert set(modes) == set(MODES)  # every mode, bm25 included, in one table
+    assert report["bm25"]["language"] == "english" and report["bm25"]["measured_docs"] > 0
+    for mode, r in modes.items():
+        assert 50.0 <= r["nDCG@10"] <= 100.0, (mode, r)
+        if mode != "bm25":  # BM25 cannot find a relevant document sharing no term
+            assert r["recall@100"] == 100.0, (mode, r)
         assert r["latency_ms"] > 0
+
+
+def test_search_bm25_and_fusion_flags(workspace: dict[str, Any]) -> None:
+    bm25 = json.loads(workspace["outputs"][7])
+    assert bm25["mode"] == "bm25"
+    assert bm25["results"][0]["id"] == "crispr", bm25
+    scores = [r["score"] for r in bm25["results"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    fused = json.loads(workspace["outputs"][8])
+    assert fused["mode"] == "fusion"
+    assert fused["results"][0]["id"] == "crispr", fused
+    # weighted RRF of two lists, k=60: at most 2/61 + 1/61
+    assert 0 < fused["results"][0]["score"] <= 3 / 61 + 1e-6
 
 
 def test_eval_dense_matches_sentence_transformers(workspace: dict[str, Any]) -> None:

@@ -172,7 +172,8 @@ def index_documents(
     Resumable: ids already stored are skipped, and documents are written ``chunk`` at a time,
     so an interrupted run loses at most one chunk. After adding, the store is optimised
     (:meth:`MultiVectorStore.optimize`, which builds the token index once the store holds
-    1,000 documents). Returns ``(added, skipped, encode_seconds)``.
+    1,000 documents, and BM25 — also for a reused store written before BM25 existed).
+    Returns ``(added, skipped, encode_seconds)``.
     """
     rows = list(docs)
     by_id: dict[str, tuple[str, Mapping[str, Any]]] = {}
@@ -205,8 +206,9 @@ def index_documents(
     finally:
         if bar is not None:
             bar.close()
-    if todo:
-        store.optimize()  # indexes; the token index once the store holds 1,000 documents
+    if todo or store.bm25 is None:
+        # indexes: the token index once the store holds 1,000 documents, BM25's avg_len
+        store.optimize()
     return len(todo), skipped, seconds
 
 
@@ -229,12 +231,17 @@ def run_queries(
     k: int = 100,
     candidates: int = 200,
     encoded: tuple[Any, list[Any]] | None = None,
+    fusion: str | None = None,
+    fuse: Sequence[str] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> tuple[dict[str, tuple[Run, float]], float]:
     """Search every query in every mode.
 
     Queries are encoded once (batched; pass ``encoded=(dense, tokens)`` to reuse an encoding)
-    and searched per mode with :meth:`MultiVectorStore.search_encoded`. Returns
-    ``({mode: (run, mean search ms per query)}, query encode seconds)``.
+    and searched per mode with :meth:`MultiVectorStore.search_encoded`, with the query text
+    (for BM25); ``fusion``/``fuse``/``weights`` apply to the ``fusion`` mode (``None``: the
+    store's defaults). Returns ``({mode: (run, mean search ms per query)}, query encode
+    seconds)``.
     """
     qids = list(queries)
     t0 = time.perf_counter()
@@ -246,8 +253,19 @@ def run_queries(
     for mode in modes:
         run: Run = {}
         t0 = time.perf_counter()
+        extra: dict[str, Any] = (
+            {"fusion": fusion, "fuse": fuse, "weights": weights} if mode == "fusion" else {}
+        )
         for i, qid in enumerate(qids):
-            hits = store.search_encoded(dense[i], tokens[i], k, mode=mode, candidates=candidates)
+            hits = store.search_encoded(
+                dense[i],
+                tokens[i],
+                k,
+                mode=mode,
+                candidates=candidates,
+                text=queries[qid],
+                **extra,
+            )
             run[qid] = {str(h.id): float(h.score) for h in hits}
         ms = 1000.0 * (time.perf_counter() - t0) / max(len(qids), 1)
         out[mode] = (run, ms)

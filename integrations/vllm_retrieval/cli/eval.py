@@ -11,6 +11,7 @@ from typing import IO, Any
 
 from ..store import MODES
 from .common import CLIError, open_store
+from .search import add_fusion_options
 
 __all__ = ["add_eval_parser", "cmd_eval"]
 
@@ -29,9 +30,8 @@ def add_eval_parser(
     p.add_argument("--beir", required=True, type=Path, metavar="DIR", help="BEIR folder")
     p.add_argument("--split", default="test", help="qrels split, qrels/SPLIT.tsv (test)")
     p.add_argument("--qrels", type=Path, metavar="FILE", help="a BEIR or TREC qrels file")
-    p.add_argument(
-        "--modes", nargs="+", choices=MODES, default=list(MODES), help="modes (all four)"
-    )
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes (all)")
+    add_fusion_options(p)
     p.add_argument(
         "--index",
         type=Path,
@@ -70,9 +70,17 @@ def cmd_eval(args: argparse.Namespace, out: IO[str]) -> int:
             store, beir_documents(data), progress=not args.no_progress
         )
         runs, q_enc_s = run_queries(
-            store, data.queries, args.modes, k=100, candidates=args.candidates
+            store,
+            data.queries,
+            args.modes,
+            k=100,
+            candidates=args.candidates,
+            fusion=args.fusion,
+            fuse=args.fuse,
+            weights=args.weights,
         )
         n_docs = len(store)
+        bm25 = store.bm25
     nq = len(data.queries)
     results = []
     for mode in args.modes:
@@ -101,6 +109,7 @@ def cmd_eval(args: argparse.Namespace, out: IO[str]) -> int:
         "encode_seconds": round(enc_s, 2),
         "query_encode_ms": round(1000 * q_enc_s / max(nq, 1), 2),
         "candidates": args.candidates,
+        "bm25": bm25.model_dump() if bm25 is not None else None,
         "results": results,
     }
     if args.json:
@@ -112,6 +121,8 @@ def cmd_eval(args: argparse.Namespace, out: IO[str]) -> int:
         else "encoded 0 documents"
     )
     print(f"{args.beir} [{report['split']}]: {nq} queries, {n_docs} documents", file=out)
+    if bm25 is not None:
+        print(f"BM25: {_bm25_line(bm25)}", file=out)
     print(
         f"{enc}; reused {skipped}; query encoding {report['query_encode_ms']:.1f} ms/query",
         file=out,
@@ -129,3 +140,11 @@ def cmd_eval(args: argparse.Namespace, out: IO[str]) -> int:
         )
     print("(metrics ×100; latency = query encoding + search, per query)", file=out)
     return 0
+
+
+def _bm25_line(settings: Any) -> str:
+    s = settings
+    return (
+        f"{s.language}, stemmer {'on' if s.stemmer else 'off'}, stopwords "
+        f"{'on' if s.stopwords else 'off'}, k={s.k:g}, b={s.b:g}, avg_len={s.avg_len:.1f}"
+    )

@@ -46,6 +46,7 @@ def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
     try:
         added, skipped, seconds = index_documents(store, docs, progress=not args.no_progress)
         total = len(store)
+        bm25 = store.bm25
     finally:
         store.close()
     rate = f" in {seconds:.1f} s ({added / seconds:.1f} docs/s)" if added and seconds else ""
@@ -54,4 +55,8 @@ def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
         f"{total} in {args.index}",
         file=out,
     )
+    if bm25 is not None:
+        from .eval import _bm25_line
+
+        print(f"BM25: {_bm25_line(bm25)}", file=out)
     return 0

@@ -10,13 +10,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..store import MODES
+from ..store import DEFAULT_MODE, FUSIONS, MODES, SIGNALS
 from .common import CLIError, open_store
 
 if TYPE_CHECKING:
     from ..store import SearchHit
 
-__all__ = ["add_search_parser", "cmd_search", "parse_filters"]
+__all__ = ["add_fusion_options", "add_search_parser", "cmd_search", "parse_filters"]
+
+
+def add_fusion_options(p: argparse.ArgumentParser) -> None:
+    """``--fusion``, ``--fuse`` and ``--weights``: how the ``fusion`` mode combines lists."""
+    p.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        help="how fusion combines its lists (default: weighted, min-max normalised scores)",
+    )
+    p.add_argument(
+        "--fuse",
+        nargs="+",
+        choices=SIGNALS,
+        metavar="LIST",
+        help=f"lists fused by the fusion mode, of {', '.join(SIGNALS)} "
+        "(default: maxsim bm25 dense, or maxsim alone on a store without BM25)",
+    )
+    p.add_argument(
+        "--weights", nargs="+", type=float, metavar="W", help="one weight per fused list"
+    )
 
 
 def add_search_parser(
@@ -32,10 +52,13 @@ def add_search_parser(
     p.add_argument("--index", required=True, type=Path, metavar="DIR", help="store directory")
     p.add_argument("query", help="the query text")
     p.add_argument("-k", type=int, default=10, help="number of results (10)")
-    p.add_argument("--mode", choices=MODES, default="hybrid", help="search mode (hybrid)")
     p.add_argument(
-        "--candidates", type=int, default=200, help="dense prefetch depth of hybrid/fusion (200)"
+        "--mode", choices=MODES, help=f"search mode (default: the store's, {DEFAULT_MODE})"
     )
+    p.add_argument(
+        "--candidates", type=int, default=200, help="prefetch depth of hybrid/fusion (200)"
+    )
+    add_fusion_options(p)
     p.add_argument(
         "--filter",
         action="append",
@@ -117,8 +140,16 @@ def cmd_search(args: argparse.Namespace, out: IO[str]) -> int:
     try:
         t0 = time.perf_counter()
         hits = store.search(
-            args.query, args.k, mode=args.mode, filter=flt, candidates=args.candidates
+            args.query,
+            args.k,
+            mode=args.mode,
+            filter=flt,
+            candidates=args.candidates,
+            fusion=args.fusion,
+            fuse=args.fuse,
+            weights=args.weights,
         )
+        mode = args.mode or DEFAULT_MODE
         ms = 1000 * (time.perf_counter() - t0)
         explanation = None
         if args.explain and hits:
@@ -130,7 +161,7 @@ def cmd_search(args: argparse.Namespace, out: IO[str]) -> int:
     if args.json:
         payload: dict[str, Any] = {
             "query": args.query,
-            "mode": args.mode,
+            "mode": mode,
             "k": args.k,
             "latency_ms": round(ms, 2),
             "results": [
@@ -146,7 +177,7 @@ def cmd_search(args: argparse.Namespace, out: IO[str]) -> int:
             }
         print(json.dumps(payload, ensure_ascii=False, indent=2), file=out)
         return 0
-    print(f"{args.mode} search, {len(hits)} results in {ms:.0f} ms: {args.query!r}", file=out)
+    print(f"{mode} search, {len(hits)} results in {ms:.0f} ms: {args.query!r}", file=out)
     print(_table(hits), file=out)
     if explanation is not None:
         print(

@@ -7,19 +7,25 @@
 * :mod:`.records` — validation of ids, texts, metadata and vectors into points;
 * :mod:`.backends` — the ``StoreBackend`` protocol, Qdrant Edge and qdrant-client;
 * :mod:`.filters` — the metadata filter language, parsed once and rendered per backend;
-* :mod:`.token_index` — k-means centroids whose postings prefetch MaxSim candidates.
+* :mod:`.token_index` — k-means centroids whose postings prefetch MaxSim candidates;
+* :mod:`.lexical` — BM25 settings and vectors (Qdrant's sparse vectors with IDF).
 """
 
+from .lexical import LANGUAGES, Bm25Settings
 from .manifest import COMPRESSIONS, MANIFEST_NAME, Compression, StoreManifest
-from .plan import FUSIONS, MODES, Fusion, Mode, QueryPlan
+from .plan import DEFAULT_MODE, FUSIONS, MODES, SIGNALS, Fusion, Mode, QueryPlan, Signal
 from .records import DocId, DuplicateIdError, SearchHit
 from .store import MultiVectorStore
 
 __all__ = [
     "COMPRESSIONS",
+    "DEFAULT_MODE",
     "FUSIONS",
+    "LANGUAGES",
     "MANIFEST_NAME",
     "MODES",
+    "SIGNALS",
+    "Bm25Settings",
     "Compression",
     "DocId",
     "DuplicateIdError",
@@ -28,5 +34,6 @@ __all__ = [
     "MultiVectorStore",
     "QueryPlan",
     "SearchHit",
+    "Signal",
     "StoreManifest",
 ]
