@@ -88,17 +88,17 @@ def build_bm25(
 
     The caller drops ``bm25`` from the manifest before and records the returned settings
     after. Adds the BM25 vector to an older schema first (returns the manifest then in force).
-    With ``measure``, ``avg_len`` is first measured over the stored texts (one extra pass).
+    With ``measure``, ``avg_len`` is first measured over the stored texts (one extra pass);
+    ``measured_docs`` records the store's size either way.
     """
     if manifest.bm25_vector is None:
         manifest = backend.add_bm25_vector(manifest)
     n_docs = backend.count()
-    if measure:
+    settings = settings.model_copy(update={"measured_docs": n_docs})
+    if measure and n_docs:
         counter = Bm25Encoder(settings)
         total = sum(counter.length(t) for _, texts in _texts(backend, batch) for t in texts)
-        settings = settings.model_copy(
-            update={"avg_len": max(total / max(n_docs, 1), 1.0), "measured_docs": n_docs}
-        )
+        settings = settings.model_copy(update={"avg_len": max(total / max(n_docs, 1), 1.0)})
     encoder = Bm25Encoder(settings)
     for pids, texts in _texts(backend, batch):
         pairs = [(p, v) for p, v in zip(pids, encoder.documents(texts), strict=True) if v]

@@ -116,7 +116,8 @@ class IndexMaintenance:
 
         ``settings`` / keyword ``overrides`` (``language``, ``stemmer``, ``stopwords``, ``k``,
         ``b``) default to the recorded ones; ``avg_len`` (average document length in terms)
-        is measured over the stored documents unless given. A store written before BM25
+        is measured over the stored documents unless given (either way ``optimize()``
+        measures it again once the store has doubled). A store written before BM25
         existed gets the BM25 vector first (embedded: the shard is copied into a new folder,
         which needs the disk space of a second copy; server: ``create_vector_name``).
 
@@ -139,7 +140,7 @@ class IndexMaintenance:
                 manifest, encoder, new = build_bm25(
                     self._backend,
                     self.manifest,
-                    new if avg_len is None else new.model_copy(update={"measured_docs": 0}),
+                    new,
                     measure=avg_len is None,
                     batch=self.batch_size,
                     bar=bar,
