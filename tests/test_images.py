@@ -313,3 +313,48 @@ def test_text_store_refuses_images(encoder: Encoder, tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="takes no images"):
             store.add_images([_images()["coffee"]])
         assert len(store) == 0
+
+
+def test_cli_indexes_images_and_pdf_pages_and_searches_them(vlm_path: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from vllm_retrieval.cli import STEP_MARK
+
+    pytest.importorskip("pypdfium2")
+    imgs = _images()
+    folder = tmp_path / "pages"
+    (folder / "photos").mkdir(parents=True)
+    imgs["rocket"].save(folder / "photos" / "rocket.png")
+    imgs["coffee"].convert("RGB").save(folder / "photos" / "coffee.jpg")
+    imgs["astronaut"].save(
+        folder / "report.pdf", save_all=True, append_images=[imgs["chelsea"]]
+    )  # a two-page PDF
+    index = tmp_path / "idx"
+    steps = [
+        f"index --index {index} --model {vlm_path} --profile jina-v4 {folder} --no-progress",
+        f"search --index {index} 'a rocket launch' -k 5 --mode maxsim --json",
+        f"index --index {index} {folder} --no-progress",  # everything already stored
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vllm_retrieval.cli", "steps", *steps],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outs = [p.split("\n", 1)[1] for p in proc.stdout.split(STEP_MARK)[1:]]
+    assert "indexed 4 new documents" in outs[0], outs[0]
+    hits = json.loads(outs[1])["results"]
+    ids = {h["id"] for h in hits}
+    assert ids == {
+        "photos/rocket.png",
+        "photos/coffee.jpg",
+        "report.pdf#page=1",
+        "report.pdf#page=2",
+    }
+    page = next(h for h in hits if h["id"] == "report.pdf#page=2")
+    assert page["metadata"]["page"] == 2 and page["metadata"]["image"].endswith("report.pdf#page=2")
+    assert "indexed 0 new documents" in outs[2] and "skipped 4" in outs[2], outs[2]

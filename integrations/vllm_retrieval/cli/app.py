@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
+from ..encoding.model_profile import PROFILES
 from ..errors import VLLMRetrievalError
 from .bench import add_bench_parser, cmd_bench
 from .common import PROG, CLIError
@@ -45,7 +46,14 @@ def _common_parser() -> argparse.ArgumentParser:
     g.add_argument("--document-prefix", help="text prepended to documents (default: the model's)")
     g.add_argument("--max-length", type=int, help="truncation length in tokens")
     g.add_argument("--query-length", type=int, help="ColBERT query length ([MASK] expansion)")
-    g.add_argument("--pooling", choices=("mean", "cls"), help="dense pooling (default: model's)")
+    g.add_argument(
+        "--pooling", choices=("mean", "cls", "max", "last"), help="dense pooling (default: model's)"
+    )
+    g.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="model profile, e.g. jina-v4 for Jina embeddings v4 (default: detected)",
+    )
     g.add_argument("--batch-size", type=int, default=64, help="texts per engine request (64)")
     g.add_argument(
         "--dtype",

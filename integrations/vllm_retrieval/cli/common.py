@@ -51,7 +51,7 @@ def _recorded_settings(index: Path) -> dict[str, Any]:
         raise CLIError(f"{path} is damaged: {exc}") from None
     if manifest.encoder is None:
         return {}
-    return manifest.encoder.model_dump(exclude={"profile"})
+    return manifest.encoder.encoder_kwargs()
 
 
 def make_encoder(args: argparse.Namespace, index: Path | None = None) -> Encoder:
@@ -66,6 +66,7 @@ def make_encoder(args: argparse.Namespace, index: Path | None = None) -> Encoder
         "max_length": args.max_length,
         "query_length": args.query_length,
         "pooling": args.pooling,
+        "profile": args.profile,
     }
     settings = {k: (v if v is not None else recorded.get(k)) for k, v in given.items()}
     return Encoder(

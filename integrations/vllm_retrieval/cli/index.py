@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ..store import COMPRESSIONS
 from .common import open_store
-from .inputs import read_inputs
+from .inputs import PageImage, read_image_inputs, read_inputs, split_inputs
+
+if TYPE_CHECKING:
+    from ..store import MultiVectorStore
+
+IMAGE_BATCH = 16  # images (PDF pages) rendered and encoded at a time
 
 __all__ = ["add_index_parser", "cmd_index"]
 
@@ -23,8 +30,10 @@ def add_index_parser(
         help="index documents into a store (resumable)",
         description="Index documents into an embedded multi-vector store. INPUT is a BEIR "
         "corpus.jsonl (_id, title, text) or its folder, a JSONL of {id, text, ...metadata}, "
-        "or .txt/.md files and folders (split into chunks). Ids already in the store are "
-        "skipped, so an interrupted run can simply be started again.",
+        "or .txt/.md files and folders (split into chunks); with a vision-language model "
+        "(e.g. --model ... --profile jina-v4), also images (.png, .jpg, ...) and PDFs (one "
+        "document per page, id FILE#page=N). Ids already in the store are skipped, so an "
+        "interrupted run can simply be started again.",
     )
     p.add_argument("--index", required=True, type=Path, metavar="DIR", help="store directory")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
@@ -37,14 +46,42 @@ def add_index_parser(
     )
 
 
+def _index_images(store: MultiVectorStore, pages: list[PageImage], progress: bool) -> int:
+    """Image files and PDF pages into the store, a few at a time; stored ids are skipped."""
+    from ..evaluation import missing_ids
+
+    todo = set(missing_ids(store, [p.doc_id for p in pages]))
+    pages = [p for p in pages if p.doc_id in todo]
+    for s in range(0, len(pages), IMAGE_BATCH):
+        batch = pages[s : s + IMAGE_BATCH]
+        store.add_images(
+            [p.load() for p in batch],
+            metadatas=[p.metadata for p in batch],
+            ids=[p.doc_id for p in batch],
+            show_progress=False,
+        )
+        if progress:
+            print(f"  images: {min(s + IMAGE_BATCH, len(pages))}/{len(pages)}", file=sys.stderr)
+    return len(pages)
+
+
 def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
     from ..evaluation import index_documents
 
-    docs = read_inputs(args.inputs, args.chunk_size, args.chunk_overlap)
+    text_inputs, image_inputs = split_inputs(args.inputs)
+    docs = read_inputs(text_inputs, args.chunk_size, args.chunk_overlap) if text_inputs else []
+    pages = read_image_inputs(image_inputs) if image_inputs else []
     compression = None if args.compression in (None, "none") else args.compression
     store = open_store(args, args.index, create=True, compression=compression)
     try:
-        added, skipped, seconds = index_documents(store, docs, progress=not args.no_progress)
+        added, skipped, seconds = (
+            index_documents(store, docs, progress=not args.no_progress) if docs else (0, 0, 0.0)
+        )
+        if pages:
+            t0 = time.perf_counter()
+            new = _index_images(store, pages, not args.no_progress)
+            added, skipped = added + new, skipped + len(pages) - new
+            seconds += time.perf_counter() - t0
         total = len(store)
         bm25 = store.bm25
     finally:

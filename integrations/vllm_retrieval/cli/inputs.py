@@ -8,10 +8,23 @@ from typing import Any
 
 from ..errors import require
 
-__all__ = ["MARKDOWN_SUFFIXES", "TEXT_SUFFIXES", "Doc", "chunk_text", "read_inputs"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MARKDOWN_SUFFIXES",
+    "TEXT_SUFFIXES",
+    "Doc",
+    "PageImage",
+    "chunk_text",
+    "read_image_inputs",
+    "read_inputs",
+    "split_inputs",
+]
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 MARKDOWN_SUFFIXES = (".md", ".markdown")  # chunked with MarkdownTextSplitter
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+PDF_SUFFIX = ".pdf"
+PDF_SCALE = 2.0  # 144 dpi: the model's processor resizes to its own pixel budget anyway
 
 Doc = tuple[str, str, dict[str, Any]]
 
@@ -101,3 +114,88 @@ def read_inputs(inputs: Sequence[Path], chunk_size: int = 1000, overlap: int = 1
     if not docs:
         raise ValueError("the inputs hold no text to index")
     return docs
+
+
+class PageImage:
+    """One image document: an image file, or one page of a PDF rendered on demand."""
+
+    __slots__ = ("doc_id", "page", "path", "ref")
+
+    def __init__(self, path: Path, name: str, page: int | None = None) -> None:
+        self.path, self.page = path, page
+        self.doc_id = name if page is None else f"{name}#page={page + 1}"
+        self.ref = str(path.resolve()) + ("" if page is None else f"#page={page + 1}")
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"source": self.doc_id.split("#")[0], "image": self.ref}
+        if self.page is not None:
+            meta["page"] = self.page + 1
+        return meta
+
+    def load(self) -> Any:
+        """The image (a PIL image for a PDF page, the file's path otherwise)."""
+        if self.page is None:
+            return self.path
+        pdfium = require("pypdfium2", "images")
+        pdf = pdfium.PdfDocument(str(self.path))
+        try:
+            return pdf[self.page].render(scale=PDF_SCALE).to_pil().convert("RGB")
+        finally:
+            pdf.close()
+
+
+def _pdf_pages(path: Path, name: str) -> list[PageImage]:
+    pdfium = require("pypdfium2", "images")
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except Exception as exc:  # pdfium raises its own error types
+        raise ValueError(f"{path} is not a readable PDF: {exc}") from None
+    try:
+        return [PageImage(path, name, i) for i in range(len(pdf))]
+    finally:
+        pdf.close()
+
+
+def _is_image_input(path: Path) -> bool:
+    return path.suffix.lower() in (*IMAGE_SUFFIXES, PDF_SUFFIX)
+
+
+def split_inputs(inputs: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """``(text inputs, image inputs)``: image files, PDFs, and folders holding only those."""
+    texts: list[Path] = []
+    images: list[Path] = []
+    for inp in inputs:
+        if inp.is_dir() and not (inp / "corpus.jsonl").is_file():
+            files = [f for f in inp.rglob("*") if f.is_file()]
+            has_images = any(_is_image_input(f) for f in files)
+            has_texts = any(f.suffix.lower() in TEXT_SUFFIXES for f in files)
+            if has_images:
+                images.append(inp)
+            if has_texts or not has_images:
+                texts.append(inp)
+        elif _is_image_input(inp):
+            images.append(inp)
+        else:
+            texts.append(inp)
+    return texts, images
+
+
+def read_image_inputs(inputs: Sequence[Path]) -> list[PageImage]:
+    """Every image document of the inputs: image files and each page of each PDF."""
+    out: list[PageImage] = []
+    for inp in inputs:
+        if not inp.exists():
+            raise FileNotFoundError(f"input {inp} does not exist")
+        files = (
+            sorted(f for f in inp.rglob("*") if f.is_file() and _is_image_input(f))
+            if inp.is_dir()
+            else [inp]
+        )
+        for f in files:
+            name = f.relative_to(inp).as_posix() if inp.is_dir() else f.name
+            if f.suffix.lower() == PDF_SUFFIX:
+                out.extend(_pdf_pages(f, name))
+            else:
+                out.append(PageImage(f, name))
+    return out
