@@ -26,7 +26,7 @@ from vllm_retrieval.llama_index import VLLMMultiVectorStore, hit_to_node, node_r
 from vllm_retrieval.llama_index import stored as li_stored
 from vllm_retrieval.llama_index import vector_store as li_vector_store
 from vllm_retrieval.llama_index.handoff import Handoff, vector_key
-from vllm_retrieval.store import MultiVectorStore, SearchHit
+from vllm_retrieval.store import MultiVectorStore, QueryPlan, SearchHit
 
 DIM = 8
 RNG = np.random.default_rng(7)
@@ -119,18 +119,31 @@ def test_langchain_vectorstore_ids_on_a_store_written_with_int_ids(
     assert len(store) == 2
 
 
-def test_relevance_score_per_mode() -> None:
-    assert relevance_score(0.8, mode="dense") == pytest.approx(0.8)
-    assert relevance_score(-0.2, mode="dense") == 0.0
-    assert relevance_score(6.0, mode="maxsim", query_tokens=8) == pytest.approx(0.75)
-    assert relevance_score(8.0001, mode="hybrid", query_tokens=8) == 1.0
-    assert relevance_score(2 / 60, mode="fusion") == pytest.approx(1.0)
-    assert relevance_score(1 / 60, mode="fusion") == pytest.approx(0.5)
-    assert relevance_score(1.5, mode="fusion", fusion="dbsf") == pytest.approx(0.75)
+def test_relevance_score_per_plan() -> None:
+    def plan(**kw: Any) -> QueryPlan:
+        return QueryPlan.create(lexical=None, **kw)  # a store with BM25, a text query
+
+    assert relevance_score(0.8, plan(mode="dense")) == pytest.approx(0.8)
+    assert relevance_score(-0.2, plan(mode="dense")) == 0.0
+    assert relevance_score(6.0, plan(mode="maxsim"), query_tokens=8) == pytest.approx(0.75)
+    assert relevance_score(8.0001, plan(mode="hybrid"), query_tokens=8) == 1.0
+    # The default: weighted fusion of MaxSim, BM25 and dense, weights summing to 1.
+    assert relevance_score(0.9, plan()) == pytest.approx(0.9)
+    two = {"mode": "fusion", "fuse": ["dense", "maxsim"]}
+    assert relevance_score(1.0, plan(**two, fusion="weighted")) == pytest.approx(0.5)
+    assert relevance_score(2 / 60, plan(**two, fusion="rrf")) == pytest.approx(1.0)
+    assert relevance_score(1 / 60, plan(**two, fusion="rrf")) == pytest.approx(0.5)
+    assert relevance_score(1.5, plan(**two, fusion="dbsf")) == pytest.approx(0.75)
+    weighted = plan(**two, fusion="weighted", weights=[3.0, 1.0])
+    assert relevance_score(3.0, weighted) == pytest.approx(0.75)
+    # One fused list is that list; without BM25 the default fusion is MaxSim alone.
+    assert relevance_score(0.7, plan(mode="fusion", fuse=["dense"])) == pytest.approx(0.7)
+    no_bm25 = QueryPlan.create(lexical="no BM25")
+    assert relevance_score(4.0, no_bm25, query_tokens=8) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="token count"):
-        relevance_score(3.0, mode="hybrid")
-    with pytest.raises(ValueError, match="no relevance function"):
-        relevance_score(3.0, mode="bm25")
+        relevance_score(3.0, plan(mode="hybrid"))
+    with pytest.raises(ValueError, match="no fixed scale"):
+        relevance_score(3.0, plan(mode="bm25"))
 
 
 def test_every_store_option_is_reachable_from_both_retrievers() -> None:
@@ -284,15 +297,33 @@ def test_query_modes_map_to_the_store(
     for mode in lexical:
         with pytest.raises(ValueError, match="lexical mode"):
             vs.query(VectorStoreQuery(query_str="q", mode=mode))
-    # Once the store has a "bm25" mode, the lexical query modes run on it.
-    monkeypatch.setattr(li_vector_store, "MODES", ("dense", "maxsim", "hybrid", "fusion", "bm25"))
+    # With a "bm25" mode in the store, the lexical query modes run on it.
+    monkeypatch.setattr(li_vector_store, "MODES", ("dense", "bm25", "maxsim", "hybrid", "fusion"))
     spy.calls.clear()
     for mode in lexical:
         vs.query(VectorStoreQuery(query_str="q", mode=mode, similarity_top_k=2, hybrid_top_k=5))
-    assert [c[1]["mode"] for c in spy.calls] == ["bm25", "bm25", "fusion"]
-    assert [c[1]["k"] for c in spy.calls] == [2, 2, 5]
+    assert [c[1] for c in spy.calls] == [
+        {"k": 2, "mode": "bm25"},
+        {"k": 2, "mode": "bm25"},
+        {"k": 5, "mode": "fusion"},
+    ]
+    # alpha weighs the vector lists (MaxSim and dense, 5 : 2) against BM25.
+    spy.calls.clear()
+    vs.query(VectorStoreQuery(query_str="q", mode=VectorStoreQueryMode.HYBRID, alpha=0.7))
+    options = spy.calls[0][1]
+    assert (options["mode"], options["fusion"], options["fuse"]) == (
+        "fusion",
+        "weighted",
+        ["maxsim", "bm25", "dense"],
+    )
+    assert options["weights"] == pytest.approx([0.5, 0.3, 0.2])  # the store's defaults
+    with pytest.raises(ValueError, match="not both"):
+        vs.query(
+            VectorStoreQuery(query_str="q", mode=VectorStoreQueryMode.HYBRID, alpha=0.5),
+            weights=[1, 1, 1],
+        )
     with pytest.raises(ValueError, match="alpha"):
-        vs.query(VectorStoreQuery(query_str="q", mode=VectorStoreQueryMode.HYBRID, alpha=0.5))
+        vs.query(VectorStoreQuery(query_str="q", mode=VectorStoreQueryMode.HYBRID, alpha=1.5))
     for mode in (VectorStoreQueryMode.SVM, VectorStoreQueryMode.SEMANTIC_HYBRID):
         with pytest.raises(ValueError, match="not supported"):
             vs.query(VectorStoreQuery(query_str="q", mode=mode))

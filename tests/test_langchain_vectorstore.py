@@ -22,7 +22,7 @@ from vllm_retrieval.langchain import (
     VLLMMultiVectorStore,
 )
 from vllm_retrieval.langchain.vectorstores import relevance_score
-from vllm_retrieval.store import MultiVectorStore
+from vllm_retrieval.store import MultiVectorStore, QueryPlan
 
 if TYPE_CHECKING:
     from conftest import EnginePasses
@@ -63,23 +63,41 @@ def _centroid(tokens: np.ndarray) -> np.ndarray:
 # -- relevance -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["dense", "maxsim", "hybrid", "fusion"])
+RELEVANCE_CASES: list[dict[str, Any]] = [
+    {},  # the store's default: weighted fusion of MaxSim, BM25 and dense
+    {"mode": "dense"},
+    {"mode": "maxsim"},
+    {"mode": "hybrid"},
+    {"mode": "fusion", "fusion": "rrf"},
+    {"mode": "fusion", "fusion": "dbsf", "fuse": ["maxsim", "dense"]},
+    {"mode": "fusion", "fuse": ["bm25", "dense"], "weights": [1.0, 3.0]},
+]
+
+
+@pytest.mark.parametrize("options", RELEVANCE_CASES)
 async def test_relevance_scores_per_mode(
-    vs: VLLMMultiVectorStore, encoder: Encoder, mode: str
+    vs: VLLMMultiVectorStore, encoder: Encoder, options: dict[str, Any]
 ) -> None:
-    raw = {d.id: s for d, s in vs.similarity_search_with_score(QUERY, k=5, mode=mode)}
-    rel = vs.similarity_search_with_relevance_scores(QUERY, k=5, mode=mode)
+    raw = {d.id: s for d, s in vs.similarity_search_with_score(QUERY, k=5, **options)}
+    rel = vs.similarity_search_with_relevance_scores(QUERY, k=5, **options)
     assert {d.id for d, _ in rel} == set(raw)
+    plan = QueryPlan.create(k=5, lexical=None, **options)  # the store has BM25
     q_tokens = len(encoder.embed_query_tokens(QUERY))
     for doc, r in rel:
-        assert r == pytest.approx(relevance_score(raw[doc.id], mode=mode, query_tokens=q_tokens))
+        assert r == pytest.approx(relevance_score(raw[doc.id], plan, query_tokens=q_tokens))
     assert all(0.0 <= r <= 1.0 for _, r in rel)
     assert [r for _, r in rel] == sorted((r for _, r in rel), reverse=True)
-    arel = await vs.asimilarity_search_with_relevance_scores(QUERY, k=5, mode=mode)
+    arel = await vs.asimilarity_search_with_relevance_scores(QUERY, k=5, **options)
     # Fused scores can tie (equal ranks): compare (score, id) pairs, not the order of ties.
     assert sorted((round(r, 4), d.id) for d, r in arel) == sorted(
         (round(r, 4), d.id) for d, r in rel
     )
+
+
+def test_bm25_scores_have_no_relevance(vs: VLLMMultiVectorStore) -> None:
+    assert vs.similarity_search_with_score("exact term matches", k=1, mode="bm25")[0][1] > 0
+    with pytest.raises(ValueError, match="no fixed scale"):
+        vs.similarity_search_with_relevance_scores("exact term matches", k=1, mode="bm25")
 
 
 def test_relevance_of_a_dense_match_is_its_cosine(vs: VLLMMultiVectorStore) -> None:
@@ -90,14 +108,18 @@ def test_relevance_of_a_dense_match_is_its_cosine(vs: VLLMMultiVectorStore) -> N
 
 async def test_score_threshold_retriever(vs: VLLMMultiVectorStore) -> None:
     rel = vs.similarity_search_with_relevance_scores(QUERY, k=8)
-    threshold = (rel[1][1] + rel[2][1]) / 2
-    assert rel[1][1] > threshold > rel[2][1]
+    cut = next(i for i in range(1, len(rel)) if rel[i - 1][1] > rel[i][1])
+    threshold = (rel[cut - 1][1] + rel[cut][1]) / 2
     retriever = vs.as_retriever(
         search_type="similarity_score_threshold",
         search_kwargs={"score_threshold": threshold, "k": 8},
     )
-    assert [d.id for d in retriever.invoke(QUERY)] == [d.id for d, _ in rel[:2]]
-    assert [d.id for d in await retriever.ainvoke(QUERY)] == [d.id for d, _ in rel[:2]]
+    assert [d.id for d in retriever.invoke(QUERY)] == [d.id for d, _ in rel[:cut]]
+    assert [d.id for d in await retriever.ainvoke(QUERY)] == [d.id for d, _ in rel[:cut]]
+    # Scores that need nothing but themselves also reach LangChain's own relevance hook.
+    fn = vs._select_relevance_score_fn()
+    raw = vs.similarity_search_with_score(QUERY, k=3)
+    assert [fn(s) for _, s in raw] == pytest.approx([r for _, r in rel[:3]], abs=1e-5)
 
 
 # -- MMR -----------------------------------------------------------------------------------
@@ -105,21 +127,24 @@ async def test_score_threshold_retriever(vs: VLLMMultiVectorStore) -> None:
 
 async def test_mmr_by_query(vs: VLLMMultiVectorStore, encoder: Encoder) -> None:
     query = "mitochondria cell energy"
-    plain = [d.id for d in vs.similarity_search(query, k=2)]
+    plain = [d.id for d in vs.similarity_search(query, k=2, mode="maxsim")]
     assert set(plain) == {"mito", "mito2"}  # near-duplicates
-    mmr = vs.max_marginal_relevance_search(query, k=2, fetch_k=6, lambda_mult=0.3)
+    mmr = vs.max_marginal_relevance_search(query, k=2, fetch_k=6, lambda_mult=0.3, mode="maxsim")
     assert mmr[0].id in {"mito", "mito2"} and len({d.id for d in mmr} & {"mito", "mito2"}) == 1
     retriever = vs.as_retriever(
-        search_type="mmr", search_kwargs={"k": 2, "fetch_k": 6, "lambda_mult": 0.3}
+        search_type="mmr",
+        search_kwargs={"k": 2, "fetch_k": 6, "lambda_mult": 0.3, "mode": "maxsim"},
     )
     assert [d.id for d in retriever.invoke(query)] == [d.id for d in mmr]
-    amm = await vs.amax_marginal_relevance_search(query, k=2, fetch_k=6, lambda_mult=0.3)
+    amm = await vs.amax_marginal_relevance_search(
+        query, k=2, fetch_k=6, lambda_mult=0.3, mode="maxsim"
+    )
     assert [d.id for d in amm] == [d.id for d in mmr]
     assert [d.id for d in await retriever.ainvoke(query)] == [d.id for d in mmr]
     # lambda_mult=1 is pure relevance to the query, through the MMR representation (the
     # normalised mean of the token vectors), among the fetch_k best of the mode.
     pure = vs.max_marginal_relevance_search(query, k=3, fetch_k=6, lambda_mult=1.0)
-    pool = vs.store.search(query, 6)
+    pool = vs.store.search(query, 6)  # the default mode's candidates
     q = _centroid(encoder.embed_query_tokens(query))
     sims = [float(_centroid(t) @ q) for t in vs.store.get_tokens([h.id for h in pool])]
     assert [d.id for d in pure] == [pool[i].id for i in np.argsort(sims)[::-1][:3]]
@@ -172,6 +197,9 @@ def test_every_store_option_through_search_kwargs(vs: VLLMMultiVectorStore) -> N
         {"mode": "fusion", "fusion": "dbsf", "candidates": 4},
         {"mode": "fusion", "fusion": "rrf", "filter": {"topic": "bio"}},
         {"mode": "maxsim", "filter": {"n": {"$gte": 4}}},
+        {"mode": "bm25"},
+        {"mode": "fusion", "fuse": ["bm25", "maxsim"], "weights": [0.2, 0.8]},
+        {"fusion": "rrf", "candidates": 5},
     ):
         want = [(h.id, h.score) for h in core.search(QUERY, 3, **options)]
         score = dict(want)

@@ -33,7 +33,6 @@ from llama_index.core.vector_stores.types import (
     MetadataFilter,
     MetadataFilters,
     VectorStoreQuery,
-    VectorStoreQueryMode,
 )
 
 from vllm_retrieval import Encoder
@@ -184,7 +183,7 @@ def test_nodes_round_trip_with_type_and_relationships(vs: VLLMMultiVectorStore) 
 # -- queries: modes, options, filters, MMR --------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", [None, "dense", "maxsim", "hybrid", "fusion"])
+@pytest.mark.parametrize("mode", [None, "dense", "bm25", "maxsim", "hybrid", "fusion"])
 def test_queries_match_the_core_store(
     vs: VLLMMultiVectorStore, embedding: VLLMEmbedding, mode: str | None
 ) -> None:
@@ -217,8 +216,11 @@ def test_every_store_option_reaches_the_store(
     got = index.as_retriever(similarity_top_k=2, vector_store_kwargs=options).retrieve(query)
     want = vs.client.search(query, 2, **options)
     assert [n.score for n in got] == pytest.approx([h.score for h in want], abs=1e-5)
-    for fusion in ("rrf", "dbsf"):
-        kw = {"mode": "fusion", "fusion": fusion}
+    for kw in (
+        {"mode": "fusion", "fusion": "rrf"},
+        {"mode": "fusion", "fusion": "dbsf"},
+        {"mode": "fusion", "fuse": ["bm25", "dense"], "weights": [0.4, 0.6]},
+    ):
         got = index.as_retriever(similarity_top_k=3, vector_store_kwargs=kw).retrieve(query)
         assert [n.score for n in got] == pytest.approx(
             [h.score for h in vs.client.search(query, 3, **kw)], abs=1e-5
@@ -317,13 +319,37 @@ def test_unsupported_filters_and_modes_are_refused(
         filters = MetadataFilters(filters=[MetadataFilter(key="topic", value="x", operator=op)])
         with pytest.raises(ValueError, match=op.name):
             index.as_retriever(filters=filters).retrieve("q")
-    retriever = index.as_retriever(vector_store_query_mode=VectorStoreQueryMode.SPARSE)
-    if "bm25" in MODES:  # the lexical mode of the store, once it exists
-        hits = retriever.retrieve("exact term matches")
-        assert _ref_ids(hits)[0] == "bm25"
-    else:
-        with pytest.raises(ValueError, match="lexical mode"):
-            retriever.retrieve("exact term matches")
+    for mode in ("sparse", "text_search"):
+        retriever = index.as_retriever(vector_store_query_mode=mode)
+        if "bm25" in MODES:  # the lexical mode of the store, once it exists
+            hits = retriever.retrieve("exact term matches")
+            assert _ref_ids(hits)[0] == "bm25"
+            want = vs.client.search("exact term matches", 2, mode="bm25")
+            assert [n.score for n in hits] == pytest.approx([h.score for h in want])
+        else:
+            with pytest.raises(ValueError, match="lexical mode"):
+                retriever.retrieve("exact term matches")
+
+
+@pytest.mark.skipif("bm25" not in MODES, reason="the store has no lexical mode")
+def test_hybrid_mode_and_alpha(vs: VLLMMultiVectorStore, embedding: VLLMEmbedding) -> None:
+    index = _index(vs, embedding)
+    query = "Which search method matches exact terms?"
+    hybrid = index.as_retriever(similarity_top_k=3, vector_store_query_mode="hybrid")
+    want = vs.client.search(query, 3, mode="fusion")
+    assert [n.score for n in hybrid.retrieve(query)] == pytest.approx([h.score for h in want])
+    for alpha in (0.0, 0.4, 1.0):
+        retriever = index.as_retriever(
+            similarity_top_k=3, vector_store_query_mode="hybrid", alpha=alpha
+        )
+        weights = [alpha * 5 / 7, 1 - alpha, alpha * 2 / 7]
+        want = vs.client.search(
+            query, 3, mode="fusion", fuse=["maxsim", "bm25", "dense"], weights=weights
+        )
+        got = retriever.retrieve(query)
+        assert [n.score for n in got] == pytest.approx([h.score for h in want], abs=1e-5)
+    lexical = index.as_retriever(similarity_top_k=1, vector_store_query_mode="hybrid", alpha=0.0)
+    assert _ref_ids(lexical.retrieve(query)) == ["bm25"]
 
 
 def test_mmr_trades_relevance_for_diversity(
@@ -331,12 +357,13 @@ def test_mmr_trades_relevance_for_diversity(
 ) -> None:
     index = _index(vs, embedding)
     query = "mitochondria cell energy"
-    plain = index.as_retriever(similarity_top_k=2).retrieve(query)
+    maxsim = {"mode": "maxsim"}
+    plain = index.as_retriever(similarity_top_k=2, vector_store_kwargs=maxsim).retrieve(query)
     assert set(_ref_ids(plain)) == {"mito", "mito2"}  # two near-duplicates
     mmr = index.as_retriever(
         similarity_top_k=2,
         vector_store_query_mode="mmr",
-        vector_store_kwargs={"mmr_threshold": 0.3},
+        vector_store_kwargs={"mmr_threshold": 0.3, **maxsim},
     ).retrieve(query)
     assert (
         _ref_ids(mmr)[0] in {"mito", "mito2"} and len(set(_ref_ids(mmr)) & {"mito", "mito2"}) == 1
@@ -348,7 +375,7 @@ def test_mmr_trades_relevance_for_diversity(
         vector_store_query_mode="mmr",
         vector_store_kwargs={"mmr_threshold": 1.0, "mmr_prefetch_k": 6},
     ).retrieve(query)
-    pool = vs.client.search(query, 6)
+    pool = vs.client.search(query, 6)  # the default mode's candidates
 
     def centroid(t: np.ndarray) -> np.ndarray:
         return t.mean(0) / np.linalg.norm(t.mean(0))

@@ -12,7 +12,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
-from ..store import Fusion, Mode, MultiVectorStore, SearchHit
+from ..store import Fusion, Mode, MultiVectorStore, SearchHit, Signal
 
 __all__ = ["SEARCH_OPTIONS", "SearchMode", "VLLMMultiVectorRetriever", "hit_to_document"]
 
@@ -20,7 +20,7 @@ __all__ = ["SEARCH_OPTIONS", "SearchMode", "VLLMMultiVectorRetriever", "hit_to_d
 SearchMode = Mode
 
 #: The store's search options besides ``k``; ``None`` (or absent) means the store's default.
-SEARCH_OPTIONS = ("mode", "filter", "candidates", "fusion", "nprobe")
+SEARCH_OPTIONS = ("mode", "filter", "candidates", "fusion", "nprobe", "fuse", "weights")
 
 # Search options that ``invoke(query, **kwargs)`` may override per call.
 _SEARCH_KEYS = frozenset({"k", *SEARCH_OPTIONS})
@@ -41,12 +41,13 @@ class VLLMMultiVectorRetriever(BaseRetriever):
 
     Every search option of the store is a field, named as in
     :meth:`~vllm_retrieval.store.MultiVectorStore.search`, and ``None`` leaves the store's
-    default: ``mode`` (``"hybrid"``: a dense prefetch of ``candidates`` documents, 200,
-    reranked by MaxSim over their stored token vectors; ``"dense"``, ``"maxsim"``
-    (exhaustive), ``"fusion"``), ``candidates``, ``fusion`` (``"rrf"`` or ``"dbsf"``),
-    ``nprobe`` (token-index centroids probed per query token) and ``filter``, a Mongo-like
-    metadata filter (``{"year": {"$gte": 2010}}``). ``k`` is LangChain's 4. Every option
-    can be overridden per call: ``retriever.invoke(query, k=3, filter={...})``.
+    default: ``mode`` (``"fusion"``: MaxSim, BM25 and dense lists, weighted; ``"dense"``,
+    ``"bm25"``, ``"maxsim"`` (exhaustive), ``"hybrid"`` (a candidate pool reranked by
+    MaxSim)), ``candidates`` (200), ``fusion`` (``"weighted"``, ``"rrf"``, ``"dbsf"``),
+    ``fuse`` and ``weights`` (the fused lists and their weights), ``nprobe`` (token-index
+    centroids probed per query token) and ``filter``, a Mongo-like metadata filter
+    (``{"year": {"$gte": 2010}}``). ``k`` is LangChain's 4. Every option can be overridden
+    per call: ``retriever.invoke(query, k=3, filter={...})``.
 
     Documents carry the store id as ``Document.id``, their metadata, and the score in
     ``metadata["relevance_score"]``.
@@ -68,6 +69,12 @@ class VLLMMultiVectorRetriever(BaseRetriever):
     )
     nprobe: int | None = Field(
         default=None, gt=0, description="Token-index centroids per query token (hybrid)."
+    )
+    fuse: list[Signal] | None = Field(
+        default=None, description="Lists fused by mode='fusion' (of dense, bm25, maxsim)."
+    )
+    weights: list[float] | None = Field(
+        default=None, description="One weight per fused list (fusion 'weighted' or 'rrf')."
     )
 
     @field_validator("store", mode="before")

@@ -21,44 +21,60 @@ from .embeddings import VLLMEmbeddings
 from .retrievers import SEARCH_OPTIONS, SearchMode, VLLMMultiVectorRetriever, hit_to_document
 from .stored import ids_for_write, lookup, resolve_ids
 
-__all__ = ["VECTOR_MODES", "VLLMMultiVectorStore", "relevance_score"]
+__all__ = ["VLLMMultiVectorStore", "relevance_score"]
 
 FloatArray = npt.NDArray[np.float32]
 
-#: Modes scored from the query's dense and token vectors (relevance scores are defined).
-VECTOR_MODES = ("dense", "maxsim", "hybrid", "fusion")
-# Reciprocal-rank fusion of the store: 1 / (RRF_K + rank) per list, over FUSED_LISTS lists
-# (dense and MaxSim). A document first in every list scores about FUSED_LISTS / RRF_K.
+# Reciprocal-rank fusion of the store: weight / (RRF_K + rank - 1 + 1 / weight) per list
+# (Qdrant's weighted RRF); a document first in every list scores the sum of the tops.
 RRF_K = 60
-FUSED_LISTS = 2
 
 
-def relevance_score(
-    score: float, *, mode: str, fusion: str = "rrf", query_tokens: int | None = None
-) -> float:
-    """Map a store score of ``mode`` to a relevance in ``[0, 1]`` (1 = most relevant).
+def _rrf_top(weight: float) -> float:
+    return 0.0 if weight <= 0 else 1.0 / (1.0 / weight + RRF_K - 1.0)
+
+
+def relevance_score(score: float, plan: QueryPlan, query_tokens: int | None = None) -> float:
+    """Map a store score to a relevance in ``[0, 1]`` (1 = most relevant), by the search's
+    :class:`~vllm_retrieval.store.QueryPlan` (its mode, and for ``fusion`` its lists):
 
     * ``dense``: the cosine similarity, negatives as 0.
     * ``maxsim`` and ``hybrid``: the MaxSim score divided by the number of query token
       vectors (``query_tokens``), i.e. the mean over query tokens of their best cosine with
       a document token; negatives as 0.
-    * ``fusion``: the fraction of the best fused score — ``"rrf"``: ``score * 60 / 2``
-      (1 for a document first in both the dense and the MaxSim list); ``"dbsf"``:
-      ``score / 2`` (each list's scores are normalised to about [0, 1], then summed).
+    * ``fusion`` of several lists: the fraction of the best possible fused score —
+      ``"weighted"``: score / the sum of the weights (each list min-max normalised, so a
+      document best in every list gets 1); ``"rrf"``: score / the score of a document first in
+      every list (``sum(1 / (1/w + 59))``, i.e. ``n / 60`` with equal weights); ``"dbsf"``:
+      score / the number of lists (each list's scores normalised to about [0, 1]).
+      ``fusion`` of one list is that list's mode.
+    * ``bm25`` scores have no fixed scale: ``ValueError``.
 
-    Values are clipped to ``[0, 1]``; any other mode raises ``ValueError``.
+    Values are clipped to ``[0, 1]``.
     """
-    if mode == "dense":
+    if plan.mode == "fusion":
+        signals: tuple[str, ...] = tuple(plan.fuse)
+    else:
+        signals = ("maxsim",) if plan.mode == "hybrid" else (plan.mode,)
+    if len(signals) > 1:
+        weights = list(plan.weights or [1.0] * len(signals))
+        if plan.fusion == "weighted":
+            best = sum(weights)
+        elif plan.fusion == "rrf":
+            best = sum(_rrf_top(w) for w in weights)
+        else:
+            best = float(len(signals))
+        value = score / best
+    elif signals[0] == "dense":
         value = score
-    elif mode in ("maxsim", "hybrid"):
+    elif signals[0] == "maxsim":
         if not query_tokens or query_tokens <= 0:
-            raise ValueError(f"mode {mode!r} needs the query's token count for a relevance")
+            raise ValueError("MaxSim scores need the query's token count for a relevance")
         value = score / query_tokens
-    elif mode == "fusion":
-        value = score * RRF_K / FUSED_LISTS if fusion == "rrf" else score / FUSED_LISTS
     else:
         raise ValueError(
-            f"no relevance function for mode {mode!r} (defined for {', '.join(VECTOR_MODES)})"
+            f"{signals[0]} scores have no fixed scale, so no relevance in [0, 1]; "
+            "use similarity_search_with_score, or a dense, MaxSim or fusion search"
         )
     return min(1.0, max(0.0, float(value)))
 
@@ -112,9 +128,10 @@ class VLLMMultiVectorStore(VectorStore):
 
     Search options (``search_kwargs`` of :meth:`as_retriever`, or keyword arguments of every
     search method) are the store's: ``mode``, ``filter``, ``candidates``, ``fusion``,
-    ``nprobe``; ``None`` keeps the default given here, then the store's (``mode="hybrid"``: a
-    dense prefetch reranked by MaxSim). ``similarity_search_with_score`` gives the raw scores
-    (cosine, MaxSim sum, fused score); ``similarity_search_with_relevance_scores`` and
+    ``fuse``, ``weights``, ``nprobe``; ``None`` keeps the default given here, then the
+    store's (``mode="fusion"``: MaxSim, BM25 and dense lists, weighted).
+    ``similarity_search_with_score`` gives the raw scores (cosine, BM25, MaxSim sum, fused
+    score); ``similarity_search_with_relevance_scores`` and
     ``search_type="similarity_score_threshold"`` map them to ``[0, 1]`` with
     :func:`relevance_score`. ``search_type="mmr"`` runs LangChain's
     ``maximal_marginal_relevance`` over the ``fetch_k`` best documents of the mode, each
@@ -135,6 +152,8 @@ class VLLMMultiVectorStore(VectorStore):
         candidates: int | None = None,
         fusion: str | None = None,
         nprobe: int | None = None,
+        fuse: Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
         **store_kwargs: Any,
     ) -> None:
         if embedding is not None:
@@ -155,6 +174,8 @@ class VLLMMultiVectorStore(VectorStore):
         self.candidates = candidates
         self.fusion = fusion
         self.nprobe = nprobe
+        self.fuse = None if fuse is None else list(fuse)
+        self.weights = None if weights is None else list(weights)
         self._embeddings: VLLMEmbeddings | None = embedding
 
     # -- construction and lifetime -----------------------------------------------------------
@@ -301,19 +322,21 @@ class VLLMMultiVectorStore(VectorStore):
             raise TypeError(
                 f"unexpected search arguments {sorted(unknown)}; allowed: {list(SEARCH_OPTIONS)}"
             )
-        defaults = {
-            "mode": self.mode,
-            "candidates": self.candidates,
-            "fusion": self.fusion,
-            "nprobe": self.nprobe,
-        }
+        defaults = {name: getattr(self, name) for name in SEARCH_OPTIONS if name != "filter"}
         options = {**defaults, **kwargs}
         return {key: value for key, value in options.items() if value is not None}
 
-    @staticmethod
-    def _mode(options: dict[str, Any]) -> str:
-        mode = options.get("mode")
-        return str(mode) if mode is not None else QueryPlan.create().mode
+    def _plan(self, k: int, options: dict[str, Any]) -> QueryPlan:
+        """The plan the store runs for a text query with these options (for its scale)."""
+        settings = {key: options.get(key) for key in ("mode", "fusion", "nprobe", "fuse")}
+        lexical = None if self.store.bm25 is not None else "this store has no BM25"
+        return QueryPlan.create(
+            k=k,
+            candidates=options.get("candidates", 200),
+            weights=options.get("weights"),
+            lexical=lexical,
+            **settings,
+        )
 
     def _hits(self, query: str, k: int, kwargs: dict[str, Any]) -> list[SearchHit]:
         return list(self.store.search(query, k, **self._options(kwargs)))
@@ -348,6 +371,8 @@ class VLLMMultiVectorStore(VectorStore):
         options = self._options(kwargs)
         if options.get("mode", "dense") != "dense" and "mode" in kwargs:
             raise ValueError("a search by vector is a dense search: mode must be 'dense'")
+        for name in ("fusion", "fuse", "weights", "nprobe"):  # options of other modes
+            options.pop(name, None)
         options["mode"] = "dense"
         return options
 
@@ -370,65 +395,61 @@ class VLLMMultiVectorStore(VectorStore):
     # -- relevance scores ---------------------------------------------------------------------
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        """Score → relevance for this store's modes whose scale needs nothing but the score."""
-        mode = self._mode(self._options({}))
-        fusion = self.fusion or "rrf"
-        if mode not in ("dense", "fusion"):
+        """Score → relevance for this store's default search, when its scale needs nothing
+        but the score (dense, fusion of several lists); see :func:`relevance_score`."""
+        plan = self._plan(4, self._options({}))
+        try:
+            relevance_score(1.0, plan)
+        except ValueError as exc:
             raise NotImplementedError(
-                f"mode {mode!r} scores need the query (see relevance_score); use "
-                "similarity_search_with_relevance_scores"
-            )
-        return lambda score: relevance_score(score, mode=mode, fusion=fusion)
+                f"{exc}; similarity_search_with_relevance_scores knows the query"
+            ) from None
+        return lambda score: relevance_score(score, plan)
 
     def _encoded_search(
         self, query: str, k: int, options: dict[str, Any]
     ) -> tuple[list[SearchHit], FloatArray]:
         dense, tokens = self.store.encoder.encode_queries([query])
-        hits = self.store.search_encoded(dense[0], tokens[0], k, **options)
+        hits = self.store.search_encoded(dense[0], tokens[0], k, text=query, **options)
         return list(hits), tokens[0]
 
     async def _aencoded_search(
         self, query: str, k: int, options: dict[str, Any]
     ) -> tuple[list[SearchHit], FloatArray]:
         dense, tokens = await self.store.encoder.aencode_queries([query])
-        hits = await asyncio.to_thread(self.store.search_encoded, dense[0], tokens[0], k, **options)
+        hits = await asyncio.to_thread(
+            self.store.search_encoded, dense[0], tokens[0], k, text=query, **options
+        )
         return list(hits), tokens[0]
 
     def _relevant(
-        self, hits: list[SearchHit], tokens: FloatArray, options: dict[str, Any]
+        self, k: int, hits: list[SearchHit], tokens: FloatArray, options: dict[str, Any]
     ) -> list[tuple[Document, float]]:
-        mode, fusion = self._mode(options), str(options.get("fusion", "rrf"))
+        plan = self._plan(k, options)
         return [
-            (
-                hit_to_document(h, None),
-                relevance_score(h.score, mode=mode, fusion=fusion, query_tokens=len(tokens)),
-            )
+            (hit_to_document(h, None), relevance_score(h.score, plan, query_tokens=len(tokens)))
             for h in hits
         ]
 
-    def _relevance_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _relevance_options(self, k: int, kwargs: dict[str, Any]) -> dict[str, Any]:
         options = self._options(kwargs)
-        mode = self._mode(options)
-        if mode not in VECTOR_MODES:
-            raise ValueError(
-                f"no relevance function for mode {mode!r} (defined for {', '.join(VECTOR_MODES)})"
-            )
+        relevance_score(1.0, self._plan(k, options), query_tokens=1)  # a scale, or ValueError
         return options
 
     def _similarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """``(Document, relevance in [0, 1])`` pairs, best first (see :func:`relevance_score`)."""
-        options = self._relevance_options(kwargs)
+        options = self._relevance_options(k, kwargs)
         hits, tokens = self._encoded_search(query, k, options)
-        return self._relevant(hits, tokens, options)
+        return self._relevant(k, hits, tokens, options)
 
     async def _asimilarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        options = self._relevance_options(kwargs)
+        options = self._relevance_options(k, kwargs)
         hits, tokens = await self._aencoded_search(query, k, options)
-        return self._relevant(hits, tokens, options)
+        return self._relevant(k, hits, tokens, options)
 
     # -- maximal marginal relevance -------------------------------------------------------------
 
@@ -449,7 +470,7 @@ class VLLMMultiVectorStore(VectorStore):
 
     def _mmr_options(self, k: int, fetch_k: int, kwargs: dict[str, Any]) -> dict[str, Any]:
         _check_counts(k, fetch_k)
-        return self._relevance_options(kwargs)
+        return self._options(kwargs)
 
     def max_marginal_relevance_search(
         self,
@@ -518,8 +539,8 @@ class VLLMMultiVectorStore(VectorStore):
 
     def as_multivector_retriever(self, **kwargs: Any) -> VLLMMultiVectorRetriever:
         """A :class:`VLLMMultiVectorRetriever` over this store (scores in the metadata)."""
-        for name in ("mode", "candidates", "fusion", "nprobe"):
-            if getattr(self, name) is not None:
+        for name in SEARCH_OPTIONS:
+            if name != "filter" and getattr(self, name) is not None:
                 kwargs.setdefault(name, getattr(self, name))
         return VLLMMultiVectorRetriever(store=self.store, **kwargs)
 

@@ -19,7 +19,7 @@ from llama_index.core.schema import (
 )
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
-from ..store import FUSIONS, MODES, Fusion, Mode
+from ..store import FUSIONS, MODES, Fusion, Mode, Signal
 from .filters import to_store_filter
 from .nodes import hit_to_node
 
@@ -157,10 +157,11 @@ class VLLMMultiVectorRetriever(BaseRetriever):
 
     Every search option of the store is an argument, named as in
     :meth:`~vllm_retrieval.store.MultiVectorStore.search`, and ``None`` leaves the store's
-    default: ``mode`` (``"hybrid"``: a dense prefetch of ``candidates`` documents, 200,
-    reranked by MaxSim; ``"dense"``, ``"maxsim"`` (exhaustive), ``"fusion"``),
-    ``candidates``, ``fusion`` (``"rrf"`` or ``"dbsf"``), ``nprobe`` (token-index centroids
-    probed per query token). ``similarity_top_k`` is LlamaIndex's default, 2. ``filters``
+    default: ``mode`` (``"fusion"``: MaxSim, BM25 and dense lists, weighted; ``"dense"``,
+    ``"bm25"``, ``"maxsim"`` (exhaustive), ``"hybrid"`` (a candidate pool reranked by
+    MaxSim)), ``candidates`` (200), ``fusion`` (``"weighted"``, ``"rrf"``, ``"dbsf"``),
+    ``fuse`` and ``weights`` (the fused lists and their weights), ``nprobe`` (token-index
+    centroids probed per query token). ``similarity_top_k`` is LlamaIndex's default, 2. ``filters``
     are LlamaIndex ``MetadataFilters`` (see :func:`to_store_filter`; nested) or a store
     filter dict. Each result is a ``NodeWithScore`` with the stored node: whole (type,
     metadata, relationships) when :class:`VLLMMultiVectorStore` wrote it, else a
@@ -184,6 +185,8 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         filters: MetadataFilters | MetadataFilter | dict[str, Any] | None = None,
         fusion: Fusion | None = None,
         nprobe: int | None = None,
+        fuse: Sequence[Signal] | None = None,
+        weights: Sequence[float] | None = None,
         callback_manager: CallbackManager | None = None,
         object_map: dict[str, Any] | None = None,
         objects: list[IndexNode] | None = None,
@@ -208,6 +211,8 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         self.candidates = candidates
         self.fusion: Fusion | None = fusion
         self.nprobe = nprobe
+        self.fuse = None if fuse is None else list(fuse)
+        self.weights = None if weights is None else list(weights)
         to_store_filter(filters)  # fail early on an unsupported operator
         self.filters = filters
         super().__init__(
@@ -246,6 +251,8 @@ class VLLMMultiVectorRetriever(BaseRetriever):
             "candidates": self.candidates,
             "fusion": self.fusion,
             "nprobe": self.nprobe,
+            "fuse": self.fuse,
+            "weights": self.weights,
             "filter": to_store_filter(self.filters),
         }
         return {key: value for key, value in kwargs.items() if value is not None}

@@ -23,13 +23,13 @@ from llama_index.core.vector_stores.types import (
 
 from ..encoding import EncodedText, Encoder
 from ..errors import StoreError
-from ..store import FUSIONS, MANIFEST_NAME, MODES, MultiVectorStore, QueryPlan, SearchHit
+from ..store import DEFAULT_MODE, FUSIONS, MANIFEST_NAME, MODES, MultiVectorStore, SearchHit
 from .filters import to_store_filter
 from .handoff import HANDOFF, Subscription
 from .nodes import NODE_ID_KEY, hit_to_node, node_record
 from .stored import ids_for_write, lookup
 
-__all__ = ["LEXICAL_MODE", "STORE_OPTIONS", "VLLMMultiVectorStore"]
+__all__ = ["HYBRID_FUSE", "LEXICAL_MODE", "STORE_OPTIONS", "VLLMMultiVectorStore"]
 
 #: The store's keyword search options (``search(query, k, *, ...)``); ``vector_store_kwargs``
 #: may set any of them per query.
@@ -40,7 +40,10 @@ STORE_OPTIONS: tuple[str, ...] = tuple(
 )
 #: The store's lexical mode; SPARSE / TEXT_SEARCH / HYBRID map to it once the store has it.
 LEXICAL_MODE = "bm25"
-_VECTOR_MODES = ("dense", "maxsim", "hybrid", "fusion")
+#: HYBRID with ``alpha`` fuses these lists, weighted ``alpha`` (vector: MaxSim and dense,
+#: split 5 : 2) against ``1 - alpha`` (BM25); the store's default weights are alpha = 0.7.
+HYBRID_FUSE = ("maxsim", "bm25", "dense")
+_HYBRID_SPLIT = (5 / 7, 2 / 7)
 _MMR_KEYS = ("mmr_threshold", "mmr_prefetch_k")
 # A filter every document matches (a field equals "" or does not): clear() deletes with it.
 _EVERYTHING = {"$or": [{NODE_ID_KEY: {"$eq": ""}}, {NODE_ID_KEY: {"$ne": ""}}]}
@@ -91,17 +94,18 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
     the query's dense and token vectors come from one forward pass.
 
     **Queries.** ``VectorStoreQueryMode.DEFAULT`` runs ``mode`` (None: the store's default,
-    ``"hybrid"``); ``MMR`` picks ``similarity_top_k`` nodes among ``mmr_prefetch_k``
-    candidates of that mode (default ``max(20, 4 * top_k)``; ``mmr_threshold`` 0.5 is the
-    relevance/diversity balance) with LlamaIndex's ``get_top_k_mmr_embeddings`` over the
-    normalised mean of the stored token vectors; ``SPARSE`` / ``TEXT_SEARCH`` run the
-    store's ``"bm25"`` mode and ``HYBRID`` its ``"fusion"`` once the store has a lexical
-    mode (``"bm25" in vllm_retrieval.store.MODES``), and raise ``ValueError`` until then.
-    ``filters`` (``MetadataFilters``, nested, see :func:`to_store_filter`), ``doc_ids`` and
-    ``node_ids`` apply inside the store before scoring. Every store search option
-    (``mode``, ``candidates``, ``fusion``, ``nprobe``, ``filter``) can be set per query
-    through the retriever's ``vector_store_kwargs``. Similarities are the store's scores
-    (cosine, MaxSim sum, fused score).
+    ``"fusion"`` of MaxSim, BM25 and dense); ``MMR`` picks ``similarity_top_k`` nodes among
+    ``mmr_prefetch_k`` candidates of that mode (default ``max(20, 4 * top_k)``;
+    ``mmr_threshold`` 0.5 is the relevance/diversity balance) with LlamaIndex's
+    ``get_top_k_mmr_embeddings`` over the normalised mean of the stored token vectors;
+    ``SPARSE`` / ``TEXT_SEARCH`` run the store's ``"bm25"`` mode, ``HYBRID`` its
+    ``"fusion"`` (with ``alpha``: ``fuse=HYBRID_FUSE``, the vector lists weighted ``alpha``
+    and BM25 ``1 - alpha``; ``hybrid_top_k`` results). ``filters`` (``MetadataFilters``,
+    nested, see :func:`to_store_filter`), ``doc_ids`` and ``node_ids`` apply inside the
+    store before scoring. Every store search option (``mode``, ``candidates``, ``fusion``,
+    ``fuse``, ``weights``, ``nprobe``, ``filter``) can be set per query through the
+    retriever's ``vector_store_kwargs``. Similarities are the store's scores (cosine, BM25,
+    MaxSim sum, fused score).
 
     Pass ``store=`` (yours: :meth:`close` leaves it open) or the arguments of a new one
     (``path=`` for an embedded store on disk, reopened if it exists; ``url=``;
@@ -116,8 +120,10 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
 
     mode: str | None = Field(default=None, description="Search mode (None: store default).")
     candidates: int | None = Field(default=None, gt=0, description="Prefetch depth per list.")
-    fusion: str | None = Field(default=None, description="Rank fusion of mode='fusion'.")
+    fusion: str | None = Field(default=None, description="Fusion of mode='fusion'.")
     nprobe: int | None = Field(default=None, gt=0, description="Token-index centroids probed.")
+    fuse: list[str] | None = Field(default=None, description="Lists fused by mode='fusion'.")
+    weights: list[float] | None = Field(default=None, description="One weight per fused list.")
     token_cache_bytes: int = Field(
         default=1 << 30,
         ge=0,
@@ -138,6 +144,8 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
         candidates: int | None = None,
         fusion: str | None = None,
         nprobe: int | None = None,
+        fuse: Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
         token_cache_bytes: int = 1 << 30,
         **store_kwargs: Any,
     ) -> None:
@@ -160,6 +168,8 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
             "candidates": candidates,
             "fusion": fusion,
             "nprobe": nprobe,
+            "fuse": None if fuse is None else list(fuse),
+            "weights": None if weights is None else list(weights),
             "token_cache_bytes": token_cache_bytes,
         }
         super().__init__(**fields)
@@ -355,15 +365,16 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
 
     # -- querying --------------------------------------------------------------------------
 
-    def _store_mode(self, query: VectorStoreQuery) -> str | None:
+    def _store_mode(self, query: VectorStoreQuery) -> dict[str, Any]:
+        """The store options a LlamaIndex query mode stands for."""
         mode = VectorStoreQueryMode(query.mode)
         if mode in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR):
-            return self.mode
-        lexical = {
-            VectorStoreQueryMode.SPARSE: LEXICAL_MODE,
-            VectorStoreQueryMode.TEXT_SEARCH: LEXICAL_MODE,
-            VectorStoreQueryMode.HYBRID: "fusion",
-        }
+            return {"mode": self.mode}
+        lexical = (
+            VectorStoreQueryMode.SPARSE,
+            VectorStoreQueryMode.TEXT_SEARCH,
+            VectorStoreQueryMode.HYBRID,
+        )
         if mode in lexical:
             if LEXICAL_MODE not in MODES:
                 raise ValueError(
@@ -371,12 +382,23 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
                     f"({LEXICAL_MODE!r}), which this version of the store does not have "
                     f"(its modes: {', '.join(MODES)}); use DEFAULT or MMR"
                 )
-            if query.alpha is not None:
-                raise ValueError("alpha is not supported: the store fuses by rank (fusion=)")
-            return lexical[mode]
+            if mode != VectorStoreQueryMode.HYBRID:
+                return {"mode": LEXICAL_MODE}
+            if query.alpha is None:
+                return {"mode": "fusion"}
+            alpha = float(query.alpha)
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+            vector, dense = alpha * _HYBRID_SPLIT[0], alpha * _HYBRID_SPLIT[1]
+            return {
+                "mode": "fusion",
+                "fusion": "weighted",
+                "fuse": list(HYBRID_FUSE),
+                "weights": [vector, 1.0 - alpha, dense],
+            }
         raise ValueError(
             f"VectorStoreQueryMode.{mode.name} is not supported by the multi-vector store; "
-            "supported: DEFAULT, MMR, and SPARSE, TEXT_SEARCH, HYBRID once the store has BM25"
+            "supported: DEFAULT, MMR, SPARSE, TEXT_SEARCH and HYBRID"
         )
 
     def _request(self, query: VectorStoreQuery, kwargs: dict[str, Any]) -> _Request:
@@ -390,12 +412,17 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
         if query.mode == VectorStoreQueryMode.HYBRID and query.hybrid_top_k:
             k = query.hybrid_top_k
         defaults = {
-            "mode": self._store_mode(query),
             "candidates": self.candidates or query.sparse_top_k,
             "fusion": self.fusion,
             "nprobe": self.nprobe,
+            "fuse": self.fuse,
+            "weights": self.weights,
+            **self._store_mode(query),
         }
-        options = {**defaults, **{o: kwargs[o] for o in STORE_OPTIONS if o in kwargs}}
+        given = {o: kwargs[o] for o in STORE_OPTIONS if o in kwargs}
+        if query.alpha is not None and {"fuse", "weights"} & set(given):
+            raise ValueError("pass either alpha or fuse=/weights=, not both")
+        options = {**defaults, **given}
         restrict = _and(
             {"ref_doc_id": {"$in": list(query.doc_ids)}} if query.doc_ids else None,
             {NODE_ID_KEY: {"$in": list(query.node_ids)}} if query.node_ids else None,
@@ -403,10 +430,8 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
         options["filter"] = _and(to_store_filter(query.filters), options.get("filter"), restrict)
         options = {key: value for key, value in options.items() if value is not None}
         request = _Request(k=k, options=options, query_str=query.query_str)
-        mode = str(options.get("mode") or QueryPlan.create().mode)
+        mode = str(options.get("mode") or DEFAULT_MODE)
         if query.mode == VectorStoreQueryMode.MMR:
-            if mode not in _VECTOR_MODES:
-                raise ValueError(f"MMR runs over a vector mode ({', '.join(_VECTOR_MODES)})")
             request.mmr_threshold = kwargs.get("mmr_threshold", query.mmr_threshold)
             request.mmr_prefetch_k = int(kwargs.get("mmr_prefetch_k") or max(20, 4 * k))
         elif query.query_embedding is not None and (mode == "dense" or not query.query_str):
@@ -416,6 +441,8 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
                     "vectors); only a dense search runs on query_embedding alone"
                 )
             request.embedding = list(query.query_embedding)
+            for name in ("fusion", "fuse", "weights", "nprobe"):  # options of other modes
+                request.options.pop(name, None)
             request.options["mode"] = "dense"
         if request.embedding is None and not request.query_str:
             raise ValueError("the query needs query_str (or query_embedding for mode='dense')")
@@ -449,8 +476,9 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
         if request.mmr_prefetch_k:
             assert request.query_str is not None
             dense, tokens = self._store.encoder.encode_queries([request.query_str])
+            depth = max(request.mmr_prefetch_k, request.k)
             hits = self._store.search_encoded(
-                dense[0], tokens[0], max(request.mmr_prefetch_k, request.k), **request.options
+                dense[0], tokens[0], depth, text=request.query_str, **request.options
             )
             return self._result(self._mmr(request, list(hits), tokens[0]))
         if request.embedding is not None:
@@ -468,7 +496,12 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
             dense, tokens = await self._store.encoder.aencode_queries([request.query_str])
             depth = max(request.mmr_prefetch_k, request.k)
             hits = await asyncio.to_thread(
-                self._store.search_encoded, dense[0], tokens[0], depth, **request.options
+                self._store.search_encoded,
+                dense[0],
+                tokens[0],
+                depth,
+                text=request.query_str,
+                **request.options,
             )
             picked = await asyncio.to_thread(self._mmr, request, list(hits), tokens[0])
             return self._result(picked)
