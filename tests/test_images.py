@@ -358,3 +358,29 @@ def test_cli_indexes_images_and_pdf_pages_and_searches_them(vlm_path: Path, tmp_
     page = next(h for h in hits if h["id"] == "report.pdf#page=2")
     assert page["metadata"]["page"] == 2 and page["metadata"]["image"].endswith("report.pdf#page=2")
     assert "indexed 0 new documents" in outs[2] and "skipped 4" in outs[2], outs[2]
+
+
+def test_framework_embeddings_embed_images(jina: Encoder, tmp_path: Path) -> None:
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    import base64
+
+    from vllm_retrieval.langchain import VLLMEmbeddings
+    from vllm_retrieval.llama_index import VLLMEmbedding
+
+    img = _images()["rocket"]
+    path = tmp_path / "rocket.png"
+    img.save(path)
+    want = jina.embed_images([path])[0]
+    uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    lc = VLLMEmbeddings(encoder=jina)
+    for vec in lc.embed_image([str(path), uri]) + asyncio.run(lc.aembed_image([str(path)])):
+        assert float(np.dot(vec, want)) >= COS
+    li = VLLMEmbedding(encoder=jina)
+    assert float(np.dot(li.get_image_embedding(str(path)), want)) >= COS
+    assert float(np.dot(li.get_image_embedding(io.BytesIO(path.read_bytes())), want)) >= COS
+    batch = li.get_image_embedding_batch([str(path), str(path)])
+    assert len(batch) == 2 and float(np.dot(batch[1], want)) >= COS
+    assert float(np.dot(asyncio.run(li.aget_image_embedding(str(path))), want)) >= COS
+    # Text methods are unchanged: the same vectors as the encoder's.
+    assert float(np.dot(li.get_query_embedding("a rocket"), jina.embed_query("a rocket"))) >= COS

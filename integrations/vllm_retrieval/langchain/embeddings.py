@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, Field, model_validator
 
@@ -77,3 +79,16 @@ class VLLMEmbeddings(EncoderSettings, Embeddings):
         """Async :meth:`embed_query`; does not block the event loop."""
         vector: list[float] = (await self.core_encoder.aembed_query(text)).tolist()
         return vector
+
+    def embed_image(self, uris: list[str]) -> list[list[float]]:
+        """Embed images by path or ``data:`` URI (the convention of LangChain's
+        ``OpenCLIPEmbeddings``); needs a vision-language model (e.g. ``profile="jina-v4"``)."""
+        images = [u if u.startswith("data:") else Path(u) for u in uris]
+        vectors: list[list[float]] = self.core_encoder.embed_images(images).tolist()
+        return vectors
+
+    async def aembed_image(self, uris: list[str]) -> list[list[float]]:
+        """Async :meth:`embed_image`; does not block the event loop."""
+        images = [u if u.startswith("data:") else Path(u) for u in uris]
+        vectors: list[list[float]] = (await self.core_encoder.aembed_images(images)).tolist()
+        return vectors

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from copy import copy
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.embeddings import MultiModalEmbedding
+from llama_index.core.schema import ImageType
 from pydantic import create_model
 
 from ..encoding import (
@@ -23,6 +26,10 @@ from ..encoding import (
 from .handoff import HANDOFF
 
 __all__ = ["LLAMA_INDEX_NAMES", "VLLMEmbedding"]
+
+
+def _as_lists(matrix: npt.NDArray[np.float32]) -> list[list[float]]:
+    return cast(list[list[float]], matrix.tolist())
 
 
 def _as_list(vector: npt.NDArray[np.float32]) -> list[float]:
@@ -61,10 +68,10 @@ def _settings_fields() -> dict[str, Any]:
 
 
 if TYPE_CHECKING:
-    _EmbeddingBase = BaseEmbedding
+    _EmbeddingBase = MultiModalEmbedding
 else:
     _EmbeddingBase = create_model(
-        "_VLLMEmbeddingSettings", __base__=BaseEmbedding, **_settings_fields()
+        "_VLLMEmbeddingSettings", __base__=MultiModalEmbedding, **_settings_fields()
     )
 
 
@@ -181,3 +188,31 @@ class VLLMEmbedding(_EmbeddingBase):
         if not texts:
             return []
         return self._dense(texts, await self._encoder.aencode(texts))
+
+    # -- images (a vision-language model, e.g. profile="jina-v4") ----------------------------
+
+    @staticmethod
+    def _image(img: ImageType) -> Any:
+        """LlamaIndex passes a file path or a ``BytesIO``; the encoder takes both as images."""
+        if isinstance(img, str):
+            return Path(img)  # a str is a path here (the encoder reads a bare str as text)
+        if isinstance(img, io.BytesIO):
+            return img.getvalue()
+        return img
+
+    def _get_image_embedding(self, img_file_path: ImageType) -> list[float]:
+        return self._get_image_embeddings([img_file_path])[0]
+
+    def _get_image_embeddings(self, img_file_paths: list[ImageType]) -> list[list[float]]:
+        if not img_file_paths:
+            return []
+        return _as_lists(self._encoder.embed_images([self._image(i) for i in img_file_paths]))
+
+    async def _aget_image_embedding(self, img_file_path: ImageType) -> list[float]:
+        return (await self._aget_image_embeddings([img_file_path]))[0]
+
+    async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[list[float]]:
+        if not img_file_paths:
+            return []
+        images = [self._image(i) for i in img_file_paths]
+        return _as_lists(await self._encoder.aembed_images(images))
