@@ -19,14 +19,13 @@ from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 
 from vllm_retrieval import EncodedText, Encoder
-from vllm_retrieval.langchain import stored as lc_stored
 from vllm_retrieval.langchain.retrievers import SEARCH_OPTIONS, VLLMMultiVectorRetriever
 from vllm_retrieval.langchain.vectorstores import relevance_score
 from vllm_retrieval.llama_index import VLLMMultiVectorStore, hit_to_node, node_record
-from vllm_retrieval.llama_index import stored as li_stored
 from vllm_retrieval.llama_index import vector_store as li_vector_store
 from vllm_retrieval.llama_index.handoff import Handoff, vector_key
 from vllm_retrieval.store import MultiVectorStore, QueryPlan, SearchHit
+from vllm_retrieval.store import ids as core_ids
 
 DIM = 8
 RNG = np.random.default_rng(7)
@@ -56,7 +55,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MultiVecto
     st.close()
 
 
-@pytest.mark.parametrize("mod", [lc_stored, li_stored], ids=["langchain", "llama_index"])
+@pytest.mark.parametrize("mod", [core_ids], ids=["store"])
 def test_ids_resolve_across_str_and_int(store: MultiVectorStore, mod: Any) -> None:
     store.delete(["12"])  # now only the int 12 is stored under "12"
     assert mod.resolve_ids(store, ["12", "k", "0", "012", "missing", 12]) == [
@@ -74,7 +73,7 @@ def test_ids_resolve_across_str_and_int(store: MultiVectorStore, mod: Any) -> No
         mod.resolve_ids(store, [1.5])
 
 
-@pytest.mark.parametrize("mod", [lc_stored, li_stored], ids=["langchain", "llama_index"])
+@pytest.mark.parametrize("mod", [core_ids], ids=["store"])
 def test_an_id_naming_two_documents_is_refused(store: MultiVectorStore, mod: Any) -> None:
     with pytest.raises(ValueError, match="names two documents"):
         mod.resolve_ids(store, ["12"])
@@ -83,7 +82,7 @@ def test_an_id_naming_two_documents_is_refused(store: MultiVectorStore, mod: Any
     assert mod.lookup(store, ["12", "k"], ambiguous="skip")[0] is None
 
 
-@pytest.mark.parametrize("mod", [lc_stored, li_stored], ids=["langchain", "llama_index"])
+@pytest.mark.parametrize("mod", [core_ids], ids=["store"])
 def test_stored_tokens_only_for_the_stored_text(store: MultiVectorStore, mod: Any) -> None:
     want = store.get_tokens(["k", 0])
     got = mod.stored_tokens(

@@ -19,12 +19,14 @@ from .backends.remote import PROBE_TEXT, RemoteEngine, RemoteSettings
 from .images import MultimodalItem, is_image
 from .inputs import LoadedItem, check_images, check_items, check_text, check_texts
 from .profiles import ModelProfile, load_profile, resolve_model_path
-from .settings import EncoderSettings
+from .settings import ENCODER_FIELDS, EncoderSettings
 from .vlm import merged_grid
 
 __all__ = ["EncodedText", "Encoder"]
 
 FloatArray = npt.NDArray[np.float32]
+# Settings that change how requests travel, not the vectors that come back.
+_OPERATIONAL = frozenset({"model", "batch_size", "show_progress", "timeout", "api_key"})
 
 
 class EncodedText:
@@ -108,6 +110,16 @@ class Encoder(EncoderSettings):
             engine.wait_ready()
             self._engine = engine
         return self._engine
+
+    def same_vectors(self, other: Encoder) -> bool:
+        """Whether ``other`` gives the same vectors for the same input (model, prompts,
+        lengths, pooling, profile, dtype, engine; batching, progress and timeouts aside)."""
+        if other is self:
+            return True
+        keep = set(ENCODER_FIELDS) - _OPERATIONAL
+        mine = {k: getattr(self, k) for k in keep}
+        theirs = {k: getattr(other, k) for k in keep}
+        return self._model_path == other._model_path and mine == theirs
 
     def remote_engine(self, **options: Any) -> RemoteEngine:
         """The process-wide remote engine of this ``Encoder(base_url=...)``.

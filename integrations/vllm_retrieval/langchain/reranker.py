@@ -14,8 +14,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..encoding import Encoder
 from ..scoring import MaxSimReranker
-from ..store import MultiVectorStore
-from .stored import same_vectors, stored_tokens
+from ..store import MultiVectorStore, stored_tokens
 
 __all__ = ["VLLMMaxSimReranker"]
 
@@ -90,7 +89,7 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
             self.reranker = MaxSimReranker(encoder=encoder or Encoder())
         elif self.encoder is not None and self.encoder is not self.reranker.encoder:
             raise ValueError("pass either reranker= or encoder=, not both")
-        if self.store is not None and not same_vectors(self.store.encoder, self.reranker.encoder):
+        if self.store is not None and not self.store.encoder.same_vectors(self.reranker.encoder):
             raise ValueError(
                 "store= encodes with other settings than the reranker's encoder: its stored "
                 "token vectors cannot be reused (pass the store's encoder, or no store)"

@@ -16,10 +16,17 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from typing_extensions import Self
 
 from ..encoding import Encoder
-from ..store import MultiVectorStore, QueryPlan, SearchHit
+from ..store import (
+    RRF_K,
+    MultiVectorStore,
+    QueryPlan,
+    SearchHit,
+    ids_for_write,
+    lookup,
+    resolve_ids,
+)
 from .embeddings import VLLMEmbeddings
 from .retrievers import SEARCH_OPTIONS, SearchMode, VLLMMultiVectorRetriever, hit_to_document
-from .stored import ids_for_write, lookup, resolve_ids
 
 __all__ = ["VLLMMultiVectorStore", "relevance_score"]
 
@@ -27,7 +34,6 @@ FloatArray = npt.NDArray[np.float32]
 
 # Reciprocal-rank fusion of the store: weight / (RRF_K + rank - 1 + 1 / weight) per list
 # (Qdrant's weighted RRF); a document first in every list scores the sum of the tops.
-RRF_K = 60
 
 
 def _rrf_top(weight: float) -> float:

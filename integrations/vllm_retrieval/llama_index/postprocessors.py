@@ -15,8 +15,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from ..store import MultiVectorStore
-from .stored import same_vectors, stored_tokens
+from ..store import MultiVectorStore, stored_tokens
 
 if TYPE_CHECKING:
     from ..encoding import Encoder
@@ -108,7 +107,7 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
             if encoder is None:
                 encoder = core_store.encoder if core_store is not None else Encoder()
             reranker = MaxSimReranker(encoder=encoder, normalize=normalize, cache_size=cache_size)
-        if core_store is not None and not same_vectors(core_store.encoder, reranker.encoder):
+        if core_store is not None and not core_store.encoder.same_vectors(reranker.encoder):
             raise ValueError(
                 "store= encodes with other settings than the reranker's encoder: its stored "
                 "token vectors cannot be reused (pass the store's encoder, or no store)"

@@ -23,11 +23,19 @@ from llama_index.core.vector_stores.types import (
 
 from ..encoding import EncodedText, Encoder
 from ..errors import StoreError
-from ..store import DEFAULT_MODE, FUSIONS, MANIFEST_NAME, MODES, MultiVectorStore, SearchHit
+from ..store import (
+    DEFAULT_MODE,
+    FUSIONS,
+    MANIFEST_NAME,
+    MODES,
+    MultiVectorStore,
+    SearchHit,
+    ids_for_write,
+    lookup,
+)
 from .filters import to_store_filter
 from .handoff import HANDOFF, Subscription
 from .nodes import NODE_ID_KEY, hit_to_node, node_record
-from .stored import ids_for_write, lookup
 
 __all__ = ["HYBRID_FUSE", "LEXICAL_MODE", "STORE_OPTIONS", "VLLMMultiVectorStore"]
 

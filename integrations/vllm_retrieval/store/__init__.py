@@ -11,9 +11,10 @@
 * :mod:`.lexical` — BM25 settings and vectors (Qdrant's sparse vectors with IDF).
 """
 
+from .ids import ids_for_write, lookup, resolve_ids, stored_tokens
 from .lexical import LANGUAGES, Bm25Settings
 from .manifest import COMPRESSIONS, MANIFEST_NAME, Compression, StoreManifest
-from .plan import DEFAULT_MODE, FUSIONS, MODES, SIGNALS, Fusion, Mode, QueryPlan, Signal
+from .plan import DEFAULT_MODE, FUSIONS, MODES, RRF_K, SIGNALS, Fusion, Mode, QueryPlan, Signal
 from .records import DocId, DuplicateIdError, SearchHit
 from .store import MultiVectorStore
 
@@ -24,6 +25,7 @@ __all__ = [
     "LANGUAGES",
     "MANIFEST_NAME",
     "MODES",
+    "RRF_K",
     "SIGNALS",
     "Bm25Settings",
     "Compression",
@@ -36,4 +38,8 @@ __all__ = [
     "SearchHit",
     "Signal",
     "StoreManifest",
+    "ids_for_write",
+    "lookup",
+    "resolve_ids",
+    "stored_tokens",
 ]

@@ -1,25 +1,28 @@
-"""Documents already in a store, as LlamaIndex sees them: their ids and their token vectors.
+"""Documents already in the store, named by string ids: their core ids and token vectors.
 
-LlamaIndex node ids are strings; the core store takes ``str`` or ``int`` ids and keeps the
-two apart (``12`` and ``"12"`` are different documents). These helpers find the document a
-LangChain id names — the ``str`` id, else the ``int`` it spells canonically (``"12"`` → ``12``,
-never ``"012"``) — so that a document written through the core with an ``int`` id is found,
-replaced and deleted under its node id. An id that names both raises ``ValueError``.
+Frameworks name documents by strings (LangChain ids, LlamaIndex node ids); the store takes
+``str`` or ``int`` ids and keeps the two apart (``12`` and ``"12"`` are different documents).
+These functions find the document a string id names — the ``str`` id, else the ``int`` it
+spells canonically (``"12"`` → ``12``, never ``"012"``) — so that a document written with an
+``int`` id is found, replaced and deleted under its string form. An id that names both raises
+``ValueError``. :func:`stored_tokens` lets a reranker score candidates that came from the store
+on their stored token vectors instead of encoding them again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ..encoding import Encoder
-from ..store import DocId, MultiVectorStore, SearchHit
-from .handoff import vector_key
+from .records import DocId, SearchHit
 
-__all__ = ["ids_for_write", "lookup", "resolve_ids", "same_vectors", "stored_tokens"]
+if TYPE_CHECKING:
+    from .store import MultiVectorStore
+
+__all__ = ["ids_for_write", "lookup", "resolve_ids", "stored_tokens"]
 
 FloatArray = npt.NDArray[np.float32]
 _MAX_INT_ID = 2**63 - 1
@@ -76,7 +79,7 @@ def lookup(
 
 
 def resolve_ids(store: MultiVectorStore, ids: Sequence[Any]) -> list[DocId | None]:
-    """The core id of each node id (``None``: not stored); see :func:`lookup`."""
+    """The core id of each string id (``None``: not stored); see :func:`lookup`."""
     return [None if hit is None else hit.id for hit in lookup(store, ids)]
 
 
@@ -118,9 +121,3 @@ def stored_tokens(
     for (pos, _), tok in zip(reuse, tokens, strict=True):
         out[pos] = tok
     return out
-
-
-def same_vectors(a: Encoder, b: Encoder) -> bool:
-    """Whether two encoders give the same vectors for the same text (model, prompts,
-    lengths, pooling, dtype, engine; batching and timeouts aside)."""
-    return a is b or vector_key(a) == vector_key(b)
