@@ -384,3 +384,52 @@ def test_framework_embeddings_embed_images(jina: Encoder, tmp_path: Path) -> Non
     assert float(np.dot(asyncio.run(li.aget_image_embedding(str(path))), want)) >= COS
     # Text methods are unchanged: the same vectors as the encoder's.
     assert float(np.dot(li.get_query_embedding("a rocket"), jina.embed_query("a rocket"))) >= COS
+
+
+def test_framework_vector_stores_index_and_find_images(jina: Encoder, tmp_path: Path) -> None:
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    import base64
+
+    from llama_index.core.schema import ImageNode, TextNode
+    from llama_index.core.vector_stores.types import VectorStoreQuery
+
+    from vllm_retrieval import MultiVectorStore
+    from vllm_retrieval.langchain import VLLMMultiVectorStore as LCStore
+    from vllm_retrieval.llama_index import VLLMMultiVectorStore as LIStore
+
+    imgs = _images()
+    path = tmp_path / "rocket.png"
+    imgs["rocket"].save(path)
+    buf = io.BytesIO()
+    imgs["coffee"].save(buf, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    # LangChain: add_images(uris), like LangChain's multimodal vector stores.
+    lc = LCStore(store=MultiVectorStore(path=tmp_path / "lc", encoder=jina))
+    ids = lc.add_images([str(path), uri], metadatas=[{"n": 1}, {"n": 2}], ids=["r", "c"])
+    assert ids == ["r", "c"]
+    docs = lc.similarity_search("a rocket", k=2, mode="maxsim")
+    assert {d.id for d in docs} == {"r", "c"}
+    by_id = {d.id: d for d in docs}
+    assert by_id["r"].metadata["image"] == str(path.resolve()) and by_id["r"].metadata["n"] == 1
+    assert by_id["c"].metadata["image"] == uri and by_id["c"].page_content == ""
+
+    # LlamaIndex: ImageNodes go through the store's add_images and come back as ImageNodes.
+    li = LIStore(store=MultiVectorStore(path=tmp_path / "li", encoder=jina))
+    nodes = [
+        ImageNode(id_="img-path", image_path=str(path), metadata={"kind": "photo"}),
+        ImageNode(id_="img-b64", image=base64.b64encode(buf.getvalue()).decode(), text="coffee"),
+        TextNode(id_="txt", text="a rocket on its launch pad"),
+    ]
+    assert li.add(nodes) == ["img-path", "img-b64", "txt"]
+    res = li.query(VectorStoreQuery(query_str="a rocket", similarity_top_k=3, mode="default"))
+    got = {n.node_id: n for n in res.nodes}
+    assert set(got) == {"img-path", "img-b64", "txt"}
+    assert isinstance(got["img-path"], ImageNode) and got["img-path"].image_path == str(path)
+    assert got["img-b64"].text == "coffee"
+    # The stored vectors of an image node are its image's (caption fused for img-b64).
+    stored = li._store.get_tokens(["img-path"])[0]
+    assert _cos_rows(stored, jina.embed_images_tokens([path])[0]) >= COS
+    with pytest.raises(ValueError, match="is not fetched"):
+        li.add([ImageNode(id_="web", image_url="https://example.org/x.png")])

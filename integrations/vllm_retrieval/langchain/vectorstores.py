@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -267,6 +268,37 @@ class VLLMMultiVectorStore(VectorStore):
             return []
         written = await asyncio.to_thread(ids_for_write, self.store, keys)
         return [str(i) for i in await self.store.aadd_texts(items, metadatas=metas, ids=written)]
+
+    def add_images(
+        self,
+        uris: list[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed images by path or ``data:`` URI (as LangChain's multimodal vector stores do)
+        and add them: dense and patch vectors from one forward pass; the Document found later
+        has ``metadata["image"]`` (the URI) and an empty ``page_content``. Needs a
+        vision-language encoder (e.g. ``profile="jina-v4"``)."""
+        items, metas, keys = _prepare(uris, metadatas, ids)
+        if not items:
+            return []
+        images = [u if u.startswith("data:") else Path(u) for u in items]
+        written = ids_for_write(self.store, keys)
+        added = self.store.add_images(images, metadatas=metas, ids=written, keep_pixels=True)
+        return [str(i) for i in added]
+
+    async def aadd_images(
+        self,
+        uris: list[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Async :meth:`add_images` (in a worker thread)."""
+        return await asyncio.to_thread(self.add_images, uris, metadatas, ids=ids)
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Add Documents (their ``id`` is kept when set); the Documents are not modified."""

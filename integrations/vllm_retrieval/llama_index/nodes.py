@@ -17,14 +17,24 @@ embedding, since the stored vectors encode the text alone.
 
 from __future__ import annotations
 
+import base64
+import binascii
+from pathlib import Path
 from typing import Any
 
-from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, TextNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from ..store import SearchHit
 
-__all__ = ["NODE_CONTENT_KEY", "NODE_ID_KEY", "hit_to_node", "node_record"]
+__all__ = [
+    "NODE_CONTENT_KEY",
+    "NODE_ID_KEY",
+    "hit_to_node",
+    "image_record",
+    "image_source",
+    "node_record",
+]
 
 NODE_ID_KEY = "_node_id"
 NODE_CONTENT_KEY = "_node_content"
@@ -40,6 +50,38 @@ def node_record(node: BaseNode) -> tuple[str, dict[str, Any]]:
     metadata = node_to_metadata_dict(node, remove_text=False, flat_metadata=False)
     metadata[NODE_ID_KEY] = node.node_id
     return text, metadata
+
+
+def image_source(node: BaseNode) -> Any | None:
+    """The image an ``ImageNode`` / ``ImageDocument`` carries (None: not an image node, or
+    one without an image): its base64 ``image``, its ``image_path``, or a ``data:``
+    ``image_url`` (other URLs cannot be fetched here: a clear ``ValueError``)."""
+    if not isinstance(node, ImageNode):
+        return None
+    if node.image:
+        try:
+            return base64.b64decode(node.image, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"node {node.node_id!r}: image is not valid base64") from None
+    if node.image_path:
+        return Path(node.image_path)
+    if node.image_url:
+        if str(node.image_url).startswith("data:"):
+            return str(node.image_url)
+        raise ValueError(
+            f"node {node.node_id!r}: image_url {str(node.image_url)[:80]!r} is not fetched; "
+            "give image_path or image (base64)"
+        )
+    return None
+
+
+def image_record(node: BaseNode) -> tuple[str | None, dict[str, Any]]:
+    """``(caption or None, metadata)`` of an image node: its own text, if any, is the
+    caption (its metadata stays metadata, filterable, not mixed into the image's vectors)."""
+    caption = getattr(node, "text", "") or ""
+    metadata = node_to_metadata_dict(node, remove_text=False, flat_metadata=False)
+    metadata[NODE_ID_KEY] = node.node_id
+    return (caption if caption and caption.strip() else None), metadata
 
 
 def hit_to_node(hit: SearchHit) -> BaseNode:

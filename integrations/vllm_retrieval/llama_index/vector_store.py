@@ -35,7 +35,7 @@ from ..store import (
 )
 from .filters import to_store_filter
 from .handoff import HANDOFF, Subscription
-from .nodes import NODE_ID_KEY, hit_to_node, node_record
+from .nodes import NODE_ID_KEY, hit_to_node, image_record, image_source, node_record
 
 __all__ = ["HYBRID_FUSE", "LEXICAL_MODE", "STORE_OPTIONS", "VLLMMultiVectorStore"]
 
@@ -242,6 +242,23 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
         items = [encoded[t] for t in texts]
         return np.stack([e.dense for e in items]), [e.tokens for e in items]
 
+    def _add_images(self, nodes: list[BaseNode]) -> list[BaseNode]:
+        """Write the image nodes (``ImageNode``/``ImageDocument`` with an image) through the
+        store's ``add_images`` (dense + patch vectors, their text as the caption); returns the
+        other nodes."""
+        sources = [image_source(n) for n in nodes]
+        images = [(n, src) for n, src in zip(nodes, sources, strict=True) if src is not None]
+        if not images:
+            return nodes
+        records = [image_record(n) for n, _ in images]
+        self._store.add_images(
+            [src for _, src in images],
+            metadatas=[meta for _, meta in records],
+            ids=ids_for_write(self._store, [n.node_id for n, _ in images]),
+            captions=[caption for caption, _ in records],
+        )
+        return [n for n, src in zip(nodes, sources, strict=True) if src is None]
+
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """Write nodes (replacing nodes with the same id); returns their ids.
 
@@ -251,6 +268,10 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
         nodes = list(nodes)
         if not nodes:
             return []
+        all_ids = [n.node_id for n in nodes]
+        nodes = self._add_images(nodes)
+        if not nodes:
+            return all_ids
         texts, metadatas = self._records(nodes)
         ids = ids_for_write(self._store, [n.node_id for n in nodes])
         encoder, size = self._store.encoder, self._store.batch_size
@@ -262,13 +283,17 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
                 encoded.update(zip(missing, encoder.encode(missing), strict=True))
             dense, tokens = self._vectors(part, encoded)
             self._store.add_encoded(part, dense, tokens, metadatas[s : s + size], ids[s : s + size])
-        return [n.node_id for n in nodes]
+        return all_ids
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         """Async :meth:`add`: encoding awaits the engine, writes run in a worker thread."""
         nodes = list(nodes)
         if not nodes:
             return []
+        all_ids = [n.node_id for n in nodes]
+        nodes = await asyncio.to_thread(self._add_images, nodes)
+        if not nodes:
+            return all_ids
         texts, metadatas = self._records(nodes)
         ids = await asyncio.to_thread(ids_for_write, self._store, [n.node_id for n in nodes])
         encoder, size = self._store.encoder, self._store.batch_size
@@ -287,7 +312,7 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
                 metadatas[s : s + size],
                 ids[s : s + size],
             )
-        return [n.node_id for n in nodes]
+        return all_ids
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document ``ref_doc_id``."""
