@@ -295,6 +295,27 @@ def test_interrupted_bm25_build_is_safe(
     _check_scores(_bm25(again, query), _reference(texts["texts"], texts["ids"], query, again.bm25))
 
 
+@pytest.mark.parametrize("kw", [{"mode": "bm25"}, {}, {"mode": "hybrid"}])
+def test_filters_apply_before_bm25(
+    make_store: StoreFactory, texts: dict[str, Any], kw: dict[str, Any]
+) -> None:
+    store = make_store(dim=DIM)
+    n = len(texts["ids"])
+    metas = [{"half": i % 2} for i in range(n)]
+    store.add_encoded(texts["texts"], texts["dense"], texts["tokens"], metas, texts["ids"])
+    store.optimize()
+    query = texts["queries"][2]
+    even = [texts["ids"][i] for i in range(0, n, 2)]
+    ref = _reference(texts["texts"][0::2], even, query, store.bm25)  # IDF: the whole store
+    qd, qt = texts["dense"][1], texts["tokens"][1]
+    hits = store.search_encoded(qd, qt, k=5, text=query, filter={"half": 0}, **kw)
+    assert len(hits) == 5 and {h.id for h in hits} <= set(even)
+    if kw.get("mode") == "bm25":  # the filtered top 5, scored with the collection's IDF
+        whole = _reference(texts["texts"], texts["ids"], query, store.bm25)
+        best = sorted(ref, key=lambda i: -whole[i])[:5]
+        assert [h.id for h in hits] == best
+
+
 def test_query_without_terms_and_without_text(tmp_path: Path, texts: dict[str, Any]) -> None:
     with MultiVectorStore(path=tmp_path / "idx", dim=DIM) as store:
         _fill(store, texts, 20)
@@ -351,6 +372,6 @@ def test_every_mode_finds_relevant_abstracts(
             for qid, q in list(queries.items())[:20]
         )
         assert found >= 14, (kw, found)
-    hits = store.search(queries[next(iter(queries))], k=10)  # the default: weighted fusion
-    assert all(0.0 <= h.score <= 1.0 + 1e-6 for h in hits)
+    hits = store.search(queries[next(iter(queries))], k=10)  # the default: DBSF of 3 lists
+    assert all(0.0 <= h.score <= 3.0 + 1e-6 for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

@@ -556,7 +556,12 @@ def test_text_add_search_and_async(
     for mode in MODES:
         found = sum(
             bool(
-                {h.id for h in store.search_encoded(q_dense[i], q_tokens[i], k=10, mode=mode)}
+                {
+                    h.id
+                    for h in store.search_encoded(
+                        q_dense[i], q_tokens[i], k=10, mode=mode, text=queries[qid]
+                    )
+                }
                 & qrels[qid]
             )
             for i, qid in enumerate(qids)
@@ -564,7 +569,9 @@ def test_text_add_search_and_async(
         assert found / len(qids) >= 0.7, (mode, found)
         # The text path encodes the query the same way (batching may flip near-ties).
         by_text = store.search(queries[qids[0]], k=5, mode=mode)
-        by_vec = store.search_encoded(q_dense[0], q_tokens[0], k=5, mode=mode)
+        by_vec = store.search_encoded(
+            q_dense[0], q_tokens[0], k=5, mode=mode, text=queries[qids[0]]
+        )
         np.testing.assert_allclose([h.score for h in by_text], [h.score for h in by_vec], rtol=2e-3)
         assert len({h.id for h in by_text} & {h.id for h in by_vec}) >= 4
     flt = {"n": {"$lt": 50}}

@@ -24,7 +24,7 @@ def add_fusion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fusion",
         choices=FUSIONS,
-        help="how fusion combines its lists (default: weighted, min-max normalised scores)",
+        help="how fusion combines its lists (default: dbsf; weighted with --weights)",
     )
     p.add_argument(
         "--fuse",

@@ -16,12 +16,13 @@ Modes (filters apply at every stage):
             vector, the token index's postings (once built) and BM25 (once built).
 ``fusion``  (default) fusion of ranked lists, ``fuse`` of ``dense``, ``bm25``, ``maxsim``
             (``maxsim`` is ``hybrid``'s reranked pool, or exhaustive without any index):
-            ``fusion="weighted"`` sums each list's min-max normalised scores times
-            ``weights``; ``"rrf"`` is (weighted) reciprocal-rank fusion, k=60; ``"dbsf"``
-            distribution-based score fusion. The default fuses MaxSim, BM25 and dense with
-            weights (0.5, 0.3, 0.2), chosen on SciFact's training judgements
-            (``benchmarks/lexical.py``); without BM25 (a store built before it, or
-            ``search_encoded`` without ``text=``) it is the MaxSim list alone: ``hybrid``.
+            ``fusion="dbsf"`` (default) distribution-based score fusion (each list's scores
+            normalised by its mean +- 3 sd, then summed); ``"weighted"`` sums each list's
+            min-max normalised scores times ``weights``; ``"rrf"`` (weighted)
+            reciprocal-rank fusion, k=60. The default, DBSF of MaxSim, BM25 and dense, was
+            chosen on SciFact's training judgements (``benchmarks/lexical.py``); without
+            BM25 (a store built before it, or ``search_encoded`` without ``text=``) it is the
+            MaxSim list alone: ``hybrid``.
 
 Qdrant fuses natively by RRF (with weights) and DBSF. Its formula queries can weight prefetch
 scores (``$score[i]``) but cannot normalise them per query (no list statistics), so for
@@ -47,7 +48,6 @@ __all__ = [
     "DEFAULT_FUSE",
     "DEFAULT_FUSION",
     "DEFAULT_MODE",
-    "DEFAULT_WEIGHTS",
     "FUSIONS",
     "MODES",
     "SIGNALS",
@@ -70,10 +70,9 @@ FUSIONS: tuple[str, ...] = get_args(Fusion)
 #: The ranked lists a fusion can combine.
 Signal = Literal["dense", "bm25", "maxsim"]
 SIGNALS: tuple[str, ...] = get_args(Signal)
-DEFAULT_FUSION: Fusion = "weighted"
+#: Without ``weights``; with them, "weighted" (SciFact train: benchmarks/lexical.py).
+DEFAULT_FUSION: Fusion = "dbsf"
 DEFAULT_FUSE: tuple[Signal, ...] = ("maxsim", "bm25", "dense")
-#: Weights of DEFAULT_FUSE under "weighted" fusion (SciFact train, benchmarks/lexical.py).
-DEFAULT_WEIGHTS: tuple[float, ...] = (0.5, 0.3, 0.2)
 RRF_K = 60
 _VECTOR = {"dense": DENSE, "bm25": BM25, "maxsim": TOKENS}
 
@@ -180,12 +179,14 @@ class QueryPlan:
         ``lexical`` is ``None`` when BM25 can be used, otherwise why not (the message of the
         ``StoreError`` raised when the mode needs BM25). ``None`` settings take the defaults:
         ``mode`` :data:`DEFAULT_MODE`; for ``fusion`` the lists :data:`DEFAULT_FUSE` (the
-        ``maxsim`` list alone without BM25), :data:`DEFAULT_FUSION` and, for the default
-        lists, :data:`DEFAULT_WEIGHTS` (equal weights otherwise).
+        ``maxsim`` list alone without BM25), and :data:`DEFAULT_FUSION` without ``weights``,
+        ``"weighted"`` with them (equal weights for ``"weighted"`` without them).
         """
         k = check_positive(k)
         mode = check_mode(DEFAULT_MODE if mode is None else mode)
-        fusion = check_fusion(DEFAULT_FUSION if fusion is None else fusion)
+        if fusion is None:
+            fusion = DEFAULT_FUSION if weights is None else "weighted"
+        fusion = check_fusion(fusion)
         candidates = check_positive(candidates, "candidates")
         nprobe = None if nprobe is None else check_positive(nprobe, "nprobe")
         if fuse is None:
@@ -195,8 +196,6 @@ class QueryPlan:
             weights = check_weights(weights, len(fuse))
             if fusion == "dbsf":
                 raise ValueError("fusion='dbsf' takes no weights (use 'weighted' or 'rrf')")
-        elif fusion == "weighted" and fuse == DEFAULT_FUSE:
-            weights = DEFAULT_WEIGHTS
         needs_bm25 = mode == "bm25" or (mode == "fusion" and "bm25" in fuse)
         if needs_bm25 and lexical is not None:
             raise StoreError(f"mode {mode!r} needs BM25: {lexical}")

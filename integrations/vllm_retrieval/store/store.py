@@ -550,7 +550,7 @@ class MultiVectorStore(IndexMaintenance):
         """Top-``k`` documents for ``query`` (fewer if the store, or the filter, has fewer).
 
         Modes (:mod:`.plan`): ``dense``, ``bm25``, ``maxsim``, ``hybrid`` and ``fusion``
-        (default: MaxSim, BM25 and dense lists, weighted min-max fusion; on a store without
+        (default: distribution-based fusion of the MaxSim, BM25 and dense lists; without
         BM25 it is ``hybrid``). Scores: cosine (``dense``), BM25 (``bm25``), MaxSim sum
         (``maxsim``, ``hybrid``), fused score (``fusion``). ``candidates`` is the depth of
         each prefetch (``hybrid``'s pool: dense, token index, BM25) and of each list fused;
