@@ -126,8 +126,8 @@ def test_relevance_score_per_plan() -> None:
     assert relevance_score(-0.2, plan(mode="dense")) == 0.0
     assert relevance_score(6.0, plan(mode="maxsim"), query_tokens=8) == pytest.approx(0.75)
     assert relevance_score(8.0001, plan(mode="hybrid"), query_tokens=8) == 1.0
-    # The default: weighted fusion of MaxSim, BM25 and dense, weights summing to 1.
-    assert relevance_score(0.9, plan()) == pytest.approx(0.9)
+    # The default: DBSF of MaxSim, BM25 and dense (each list normalised to about [0, 1]).
+    assert relevance_score(0.9, plan()) == pytest.approx(0.3)
     two = {"mode": "fusion", "fuse": ["dense", "maxsim"]}
     assert relevance_score(1.0, plan(**two, fusion="weighted")) == pytest.approx(0.5)
     assert relevance_score(2 / 60, plan(**two, fusion="rrf")) == pytest.approx(1.0)

@@ -157,7 +157,7 @@ class VLLMMultiVectorRetriever(BaseRetriever):
 
     Every search option of the store is an argument, named as in
     :meth:`~vllm_retrieval.store.MultiVectorStore.search`, and ``None`` leaves the store's
-    default: ``mode`` (``"fusion"``: MaxSim, BM25 and dense lists, weighted; ``"dense"``,
+    default: ``mode`` (``"fusion"``: DBSF of the MaxSim, BM25 and dense lists; ``"dense"``,
     ``"bm25"``, ``"maxsim"`` (exhaustive), ``"hybrid"`` (a candidate pool reranked by
     MaxSim)), ``candidates`` (200), ``fusion`` (``"weighted"``, ``"rrf"``, ``"dbsf"``),
     ``fuse`` and ``weights`` (the fused lists and their weights), ``nprobe`` (token-index
