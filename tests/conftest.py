@@ -34,7 +34,9 @@ def encoder() -> Iterator[Encoder]:
 
 @pytest.fixture(scope="session")
 def scifact_dir() -> Path:
-    assert (SCIFACT / "corpus.jsonl").is_file(), f"SciFact data not found at {SCIFACT}"
+    if not (SCIFACT / "corpus.jsonl").is_file():
+        # ../shared exists on the project's machines and in CI, not on a user's clone.
+        pytest.skip(f"SciFact data not found at {SCIFACT} (set SCIFACT_DIR to a BEIR copy)")
     return SCIFACT
 
 
