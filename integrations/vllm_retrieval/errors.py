@@ -7,9 +7,15 @@ from types import ModuleType
 
 __all__ = [
     "EngineError",
+    "RemoteAuthError",
     "RemoteEngineError",
+    "RemoteMalformedResponseError",
+    "RemoteModelMismatchError",
+    "RemoteTimeoutError",
+    "RemoteUnreachableError",
     "StoreCorruptError",
     "StoreError",
+    "StoreLockedError",
     "StoreMismatchError",
     "VLLMRetrievalError",
     "require",
@@ -28,6 +34,26 @@ class RemoteEngineError(EngineError):
     """A remote vLLM server failed, timed out or answered something unusable."""
 
 
+class RemoteUnreachableError(RemoteEngineError, ConnectionError):
+    """No remote vLLM server answered: refused connection, DNS failure, server gone."""
+
+
+class RemoteTimeoutError(RemoteEngineError, TimeoutError):
+    """The remote server did not answer within the configured timeout."""
+
+
+class RemoteAuthError(RemoteEngineError, PermissionError):
+    """The remote server refused the API key (HTTP 401 or 403)."""
+
+
+class RemoteModelMismatchError(RemoteEngineError):
+    """The remote server does not serve the requested model (or serves another one)."""
+
+
+class RemoteMalformedResponseError(RemoteEngineError):
+    """The remote server answered with a body that is not the expected JSON or shape."""
+
+
 class StoreError(VLLMRetrievalError):
     """A multi-vector store operation failed; the store is left unchanged."""
 
@@ -38,6 +64,18 @@ class StoreMismatchError(StoreError, ValueError):
 
 class StoreCorruptError(StoreError):
     """A directory is not a vllm-retrieval store, or its manifest is damaged."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the embedded store open; nothing was read or changed.
+
+    ``path`` is the store directory and ``pid`` the holder's process id where it is known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, pid: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
 
 
 def require(module: str, extra: str) -> ModuleType:
