@@ -62,6 +62,8 @@ def resolve_model_path(model: str | None) -> str:
     """Map ``None`` and the packaged model's names to its folder; other names pass through."""
     if model is None or model in _PACKAGED:
         return default_model_path()
+    if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+        raise ValueError(f"{model!r} has no readable config.json: not a model folder")
     return model
 
 
