@@ -438,8 +438,9 @@ def test_edge_corrupt_and_foreign_directories(tmp_path: Path) -> None:
         "[]",
         json.dumps({"format": "other"}),
         original.replace('"dim": 16', '"dim": -4'),
-        original.replace('"schema_version": 2', '"schema_version": 99'),
-        original.replace('"schema_version": 2', '"schema_version": 1, "token_vector": "other"'),
+        original.replace('"schema_version": 3', '"schema_version": 99'),
+        original.replace('"schema_version": 3', '"schema_version": 1, "token_vector": "other"'),
+        original.replace('"generation": 0', '"generation": -1'),
     ]:
         assert bad != original
         manifest.write_text(bad)
@@ -450,7 +451,13 @@ def test_edge_corrupt_and_foreign_directories(tmp_path: Path) -> None:
     v1.update(schema_version=1, dense_vector="dense", token_vector="colbert", distance="cosine")
     manifest.write_text(json.dumps(v1))
     with MultiVectorStore.open(good) as reopened:
-        assert reopened.dim == DIM and reopened.manifest.schema_version == 2
+        assert reopened.dim == DIM and reopened.manifest.schema_version == 3
+    # So does a version-2 one (before the generation number): generation 0.
+    v2 = json.loads(original)
+    del v2["generation"]
+    manifest.write_text(json.dumps(dict(v2, schema_version=2)))
+    with MultiVectorStore.open(good) as reopened:
+        assert reopened.manifest.schema_version == 3 and reopened.manifest.generation == 0
     manifest.write_text(original)
     # A damaged shard is reported as corrupt, not as a crash of the engine.
     for f in (good / "shard").rglob("*"):

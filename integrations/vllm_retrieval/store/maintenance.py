@@ -2,11 +2,17 @@
 
 A mixin of :class:`~vllm_retrieval.store.store.MultiVectorStore` (the facade keeps the
 reading, writing and searching); the builds themselves are in :mod:`.indexing`.
+
+On a server several processes share a collection: every change of the recorded indexes bumps
+the manifest's ``generation``, and a store re-reads the manifest before each write and, at most
+every ``sync_interval`` seconds, before a search; when the generation (or the recorded
+indexes) changed, it reloads the token index's centroids and the BM25 settings.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +39,8 @@ class IndexMaintenance:
     _drop_token_index: bool
     _token_index: CentroidIndex | None
     _bm25: Bm25Encoder | None
+    sync_interval: float
+    _synced_at: float
 
     def _ensure_open(self) -> None:  # pragma: no cover - the store defines it
         raise NotImplementedError
@@ -60,19 +68,27 @@ class IndexMaintenance:
             )
 
     def _sync_token_index(self) -> None:
-        """On a server other processes may (re)build the indexes: follow the recorded ones."""
+        """On a server other processes may (re)build the indexes: follow the recorded ones
+        (a new ``generation``, or other recorded indexes from a writer that predates it)."""
         if not self._backend.shared:
             return
+        self._synced_at = time.monotonic()
         raw = self._backend.read_manifest()
-        recorded = raw.get("token_index") if raw else None
-        mine = self.manifest.token_index
-        if recorded != (mine.model_dump(mode="json") if mine is not None else None) or (
-            (raw.get("bm25") if raw else None)
-            != (self.manifest.bm25.model_dump(mode="json") if self.manifest.bm25 else None)
-        ):
+        if raw is None:  # the collection is gone: the operation itself reports it
+            return
+        mine = self.manifest.model_dump(mode="json")
+        recorded = {"generation": 0, "token_index": None, "bm25": None}  # the defaults
+        if any(raw.get(k, default) != mine[k] for k, default in recorded.items()):
             self.manifest = parse_manifest(raw, f"collection {self.collection!r}")
             self._token_index = self._load_token_index()
             self._bm25 = Bm25Encoder(self.manifest.bm25) if self.manifest.bm25 else None
+
+    def _refresh(self) -> None:
+        """Before a search: :meth:`_sync_token_index`, at most every ``sync_interval`` s."""
+        if self._backend.shared and time.monotonic() - self._synced_at >= self.sync_interval:
+            with self._lock:
+                self._ensure_open()
+                self._sync_token_index()
 
     def _progress(self, total: int, show: bool | None) -> Any:
         if not (self.show_progress if show is None else show):
@@ -155,6 +171,15 @@ class IndexMaintenance:
             return new
 
     def _save_manifest(self, manifest: StoreManifest) -> None:
+        """Record ``manifest`` with the next ``generation`` (past the recorded one too, on a
+        server: readers reload the indexes when it changes)."""
+        gen = max(self.manifest.generation, manifest.generation)
+        if self._backend.shared:
+            raw = self._backend.read_manifest() or {}
+            recorded = raw.get("generation")
+            if isinstance(recorded, int) and not isinstance(recorded, bool):
+                gen = max(gen, recorded)
+        manifest = manifest.model_copy(update={"generation": gen + 1})
         self._backend.save_manifest(manifest)
         self.manifest = manifest
 

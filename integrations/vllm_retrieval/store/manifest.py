@@ -9,13 +9,13 @@ another model, dimension or compression than its own.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import StoreCorruptError, StoreMismatchError
+from .files import atomic_write_text
 from .lexical import BM25, Bm25Settings
 from .token_index import TokenIndexSettings
 
@@ -49,9 +49,10 @@ CENTROIDS = "centroids"  # sparse vector: the token-index centroids a document's
 MANIFEST_NAME = "vllm_retrieval.json"
 SHARD_DIR = "shard"
 FORMAT: Final = "vllm-retrieval/multivector-store"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 also recorded the vector names and the distance, which were never read (the schema
-# above is fixed): they are dropped when a version-1 manifest is read.
+# above is fixed): they are dropped when a version-1 manifest is read. Version 3 added
+# ``generation``; older manifests read as generation 0.
 _V1_CONSTANTS = {"dense_vector": DENSE, "token_vector": TOKENS, "distance": "cosine"}
 
 #: Token-vector storage: fp16; int8 or 2-bit binary codes in RAM with fp16 originals on disk.
@@ -117,6 +118,12 @@ class StoreManifest(BaseModel):
     )
     bm25: Bm25Settings | None = Field(
         default=None, description="BM25 settings, once every document carries its vector."
+    )
+    generation: int = Field(
+        default=0,
+        ge=0,
+        description="Bumped at every change of the recorded indexes (token index, BM25): "
+        "other processes on a shared collection compare it to know when to reload them.",
     )
     shard: str = Field(
         default=SHARD_DIR,
@@ -203,10 +210,12 @@ def parse_manifest(raw: Any, where: str) -> StoreManifest:
         for key, value in _V1_CONSTANTS.items():
             if raw.pop(key, value) != value:
                 raise StoreCorruptError(f"store manifest {where} is damaged: {key} is not {value}")
+    elif version == 2 and "generation" not in raw:
+        raw = dict(raw, schema_version=SCHEMA_VERSION)
     elif version != SCHEMA_VERSION:
         raise StoreCorruptError(
             f"{where} has schema version {version!r}; "
-            f"this vllm-retrieval reads versions 1 and {SCHEMA_VERSION}"
+            f"this vllm-retrieval reads versions 1 to {SCHEMA_VERSION}"
         )
     try:
         return StoreManifest.model_validate(raw)
@@ -223,16 +232,7 @@ def read_manifest_file(path: Path) -> StoreManifest:
 
 
 def write_manifest_file(path: Path, manifest: StoreManifest) -> None:
-    """Write whole, fsync, rename over the old one, fsync the directory (crash-safe)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write whole to a unique temporary file, fsync, rename over the old one, fsync the
+    directory (crash-safe: :func:`~.files.atomic_write`)."""
     data = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True)
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(data + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write_text(path, data + "\n")

@@ -5,10 +5,13 @@ Qdrant is the storage engine; this facade maps the project's API onto it:
 * **Embedded (default)**: ``MultiVectorStore(path="./idx", encoder=enc)`` keeps a Qdrant Edge
   shard in ``idx/shard`` and the store's settings in ``idx/vllm_retrieval.json``
   (:mod:`.backends.edge`).
+  One process holds an embedded store at a time (:mod:`.locking`): another opener gets
+  ``StoreLockedError`` naming the holder's pid, or waits up to ``lock_timeout`` seconds.
 * **Server / cluster**: ``MultiVectorStore(url=..., api_key=..., collection="docs")`` uses
   ``qdrant-client``; the settings live in the collection's metadata. ``location=":memory:"``
   or ``client_path=...`` use qdrant-client's local mode (same API, for tests)
-  (:mod:`.backends.client`).
+  (:mod:`.backends.client`). Many processes may share a collection: each follows the token
+  index and BM25 that another one (re)builds (:mod:`.maintenance`).
 
 Both backends have the same schema (:mod:`.manifest`): a named dense vector ``"dense"``
 (cosine, HNSW), a named multivector ``"colbert"`` (cosine, MaxSim comparator, no HNSW), named
@@ -29,12 +32,14 @@ import asyncio
 import math
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import SecretStr
 
 from ..encoding import check_text
 from ..errors import StoreCorruptError, StoreError
@@ -42,6 +47,8 @@ from .backends import StoreBackend, open_backend
 from .filters import FilterNode, parse_filter, to_qdrant
 from .images import encode_image_batches
 from .lexical import Bm25Encoder, Bm25Settings, bm25_settings
+from .lifecycle import StoreLifecycle
+from .locking import check_seconds
 from .maintenance import IndexMaintenance
 from .manifest import (
     BM25,
@@ -65,7 +72,7 @@ from .records import (
     point_ids,
     prepare,
 )
-from .token_index import CentroidIndex, TokenIndexSettings
+from .token_index import CentroidIndex
 
 if TYPE_CHECKING:
     from ..encoding import Encoder
@@ -75,7 +82,7 @@ __all__ = ["DuplicateIdError", "MultiVectorStore", "SearchHit"]
 FloatArray = npt.NDArray[np.float32]
 
 
-class MultiVectorStore(IndexMaintenance):
+class MultiVectorStore(StoreLifecycle, IndexMaintenance):
     """Dense + token (ColBERT) vectors, text and metadata in Qdrant; see the module doc.
 
     Args:
@@ -84,7 +91,9 @@ class MultiVectorStore(IndexMaintenance):
         encoder: The :class:`~vllm_retrieval.Encoder` for ``add_texts``/``search``. When
             reopening without one, an encoder with the recorded settings is rebuilt on first
             use.
-        url, api_key, collection: A Qdrant server or cluster (through qdrant-client).
+        url, api_key, collection: A Qdrant server or cluster (through qdrant-client). The
+            key (a ``str`` or ``pydantic.SecretStr``; default ``$QDRANT_API_KEY``) is kept
+            as a ``SecretStr`` and never shown.
         location, client_path: qdrant-client local mode (``":memory:"`` or a folder).
         client_kwargs: Further keyword arguments for ``QdrantClient``.
         compression: Token-vector storage: ``None`` (float32), ``"fp16"`` (half the bytes),
@@ -102,6 +111,12 @@ class MultiVectorStore(IndexMaintenance):
             ``stemmer``, ``stopwords``, ``k``, ``b``; ``ValueError`` for bad ones). On reopen
             ``None`` keeps the recorded ones; others are refused (``StoreMismatchError``:
             change them with :meth:`build_bm25`).
+        lock_timeout: Seconds to wait for another process holding the embedded store (or
+            the qdrant-client folder) before ``StoreLockedError``; ``0`` (default) fails at
+            once, ``math.inf`` waits as long as it takes.
+        sync_interval: Shared collections (a server): at most this often (seconds) a search
+            first checks whether another process rebuilt the token index or BM25, and
+            reloads them (writes check every time).
     """
 
     def __init__(
@@ -110,7 +125,7 @@ class MultiVectorStore(IndexMaintenance):
         *,
         encoder: Encoder | None = None,
         url: str | None = None,
-        api_key: str | None = None,
+        api_key: str | SecretStr | None = None,
         collection: str = "vllm_retrieval",
         location: str | None = None,
         client_path: str | os.PathLike[str] | None = None,
@@ -121,6 +136,8 @@ class MultiVectorStore(IndexMaintenance):
         show_progress: bool = False,
         drop_token_index: bool = False,
         bm25: Mapping[str, Any] | Bm25Settings | None = None,
+        lock_timeout: float = 0.0,
+        sync_interval: float = 1.0,
         _must_exist: bool = False,
     ) -> None:
         if compression is not None and compression not in COMPRESSIONS:
@@ -131,6 +148,8 @@ class MultiVectorStore(IndexMaintenance):
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        lock_timeout = check_seconds(lock_timeout, "lock_timeout")
+        self.sync_interval = check_seconds(sync_interval, "sync_interval")
         self._encoder = encoder
         self.batch_size = batch_size
         self.show_progress = show_progress
@@ -158,7 +177,9 @@ class MultiVectorStore(IndexMaintenance):
             dim=dim,
             must_exist=_must_exist,
             bm25=wanted or Bm25Settings(),
+            lock_timeout=lock_timeout,
         )
+        self._synced_at = time.monotonic()  # the manifest was just read
         self.path: Path | None = None if path is None else Path(path)
         self.collection: str | None = None if path is not None else collection
         try:
@@ -186,44 +207,7 @@ class MultiVectorStore(IndexMaintenance):
         """
         return cls(path, encoder=encoder, _must_exist=True, **kwargs)
 
-    # -- properties ---------------------------------------------------------------------------
-
-    @property
-    def token_index(self) -> TokenIndexSettings | None:
-        """The token index's settings (``None`` until :meth:`build_token_index` has run)."""
-        return self.manifest.token_index
-
-    @property
-    def bm25(self) -> Bm25Settings | None:
-        """The BM25 settings (``None``: no lexical mode until :meth:`build_bm25` runs)."""
-        return self.manifest.bm25
-
-    def describe(self) -> dict[str, Any]:
-        """The store's settings as JSON-ready data (backend, model, indexes, BM25)."""
-        m = self.manifest
-        return {
-            "backend": self.backend,
-            "dim": m.dim,
-            "compression": m.compression,
-            "model": m.encoder.model if m.encoder else None,
-            "token_index": m.token_index.model_dump() if m.token_index else None,
-            "bm25": m.bm25.model_dump() if m.bm25 else None,
-        }
-
-    @property
-    def backend(self) -> str:
-        """``"edge"`` (embedded Qdrant Edge) or ``"client"`` (qdrant-client)."""
-        return self._backend.kind
-
-    @property
-    def dim(self) -> int:
-        """Width of the stored vectors."""
-        return self.manifest.dim
-
-    @property
-    def compression(self) -> str | None:
-        """Token-vector compression (``None``, ``"fp16"``, ``"int8"`` or ``"binary"``)."""
-        return self.manifest.compression
+    # -- the encoder ------------------------------------------------------------------------
 
     @property
     def encoder(self) -> Encoder:
@@ -240,32 +224,6 @@ class MultiVectorStore(IndexMaintenance):
             self._encoder = Encoder(**settings.encoder_kwargs())
             check_manifest(self.manifest, self._encoder, None, None, "this store")
         return self._encoder
-
-    def __repr__(self) -> str:
-        where = (
-            f"path={str(self.path)!r}"
-            if self.path is not None
-            else (f"collection={self.collection!r}")
-        )
-        return (
-            f"MultiVectorStore({where}, backend={self.backend!r}, dim={self.dim}, "
-            f"compression={self.compression!r})"
-        )
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise StoreError("the store is closed")
-
-    def __len__(self) -> int:
-        with self._lock:
-            self._ensure_open()
-            return self._backend.count()
-
-    def __enter__(self) -> MultiVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -503,6 +461,7 @@ class MultiVectorStore(IndexMaintenance):
         (the query's text) adds the BM25 leg. Settings as in :meth:`search`."""
         if text is not None:
             text = check_text(text, "text")
+        self._refresh()
         plan = self._plan(mode, k, candidates, fusion, nprobe, fuse, weights, text)
         return self._run(plan, parse_filter(filter), dense, tokens, text)
 
@@ -559,6 +518,7 @@ class MultiVectorStore(IndexMaintenance):
         index's centroids probed per query token.
         """
         query = check_text(query, "query")
+        self._refresh()
         plan = self._plan(mode, k, candidates, fusion, nprobe, fuse, weights, query)
         node = parse_filter(filter)
         dense, toks = self.encoder.encode_queries([query])
@@ -579,40 +539,9 @@ class MultiVectorStore(IndexMaintenance):
     ) -> list[SearchHit]:
         """Async :meth:`search`."""
         query = check_text(query, "query")
+        if self._backend.shared:  # a server round trip at most every sync_interval s
+            await asyncio.to_thread(self._refresh)
         plan = self._plan(mode, k, candidates, fusion, nprobe, fuse, weights, query)
         node = parse_filter(filter)
         dense, toks = await self.encoder.aencode_queries([query])
         return await asyncio.to_thread(self._run, plan, node, dense[0], toks[0], query)
-
-    # -- maintenance --------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Flush segments to disk (acknowledged writes are already durable through the WAL)."""
-        with self._lock:
-            self._ensure_open()
-            self._backend.flush()
-
-    def disk_bytes(self) -> int:
-        """Bytes on disk of an embedded store (0 for a server)."""
-        if self.path is None:
-            return 0
-        return sum(f.stat().st_size for f in _walk(self.path))
-
-    def close(self) -> None:
-        """Flush and release the store (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._backend.flush()
-            finally:
-                self._backend.close()
-
-
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = Path(dirpath) / name
-            if p.is_file() and not p.is_symlink():
-                yield p

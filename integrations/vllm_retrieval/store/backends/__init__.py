@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from ..lexical import Bm25Settings
 from ..manifest import StoreManifest
 from .base import Scored, StoreBackend, scroll
@@ -32,7 +34,7 @@ def open_backend(
     *,
     path: str | os.PathLike[str] | None,
     url: str | None,
-    api_key: str | None,
+    api_key: str | SecretStr | None,
     collection: str,
     location: str | None,
     client_path: str | os.PathLike[str] | None,
@@ -42,15 +44,19 @@ def open_backend(
     dim: int | None,
     must_exist: bool,
     bm25: Bm25Settings | None = None,
+    lock_timeout: float = 0.0,
 ) -> tuple[StoreBackend, StoreManifest]:
-    """The backend for exactly one target: ``path`` (embedded) or a Qdrant client target."""
+    """The backend for exactly one target: ``path`` (embedded) or a Qdrant client target.
+
+    ``lock_timeout``: seconds to wait for another process that holds an embedded store (or
+    a qdrant-client local folder) before ``StoreLockedError``."""
     targets = [x is not None for x in (path, url, location, client_path)]
     if sum(targets) > 1:
         raise ValueError("give only one of path, url, location, client_path")
     if not any(targets):
         raise ValueError("give path= (embedded Qdrant Edge) or url= (Qdrant server)")
     if path is not None:
-        return open_edge(Path(path), encoder, compression, dim, must_exist, bm25)
+        return open_edge(Path(path), encoder, compression, dim, must_exist, bm25, lock_timeout)
     return open_client(
         collection,
         url=url,
@@ -63,4 +69,5 @@ def open_backend(
         dim=dim,
         must_exist=must_exist,
         bm25=bm25,
+        lock_timeout=lock_timeout,
     )

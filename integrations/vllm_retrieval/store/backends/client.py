@@ -3,18 +3,23 @@
 Same schema and the same rendered :class:`~vllm_retrieval.store.plan.QueryPlan` as the
 embedded backend; the manifest lives in the collection's metadata and the token index's
 centroids in a side collection ``<collection>__token_index``.
+
+The API key is held as a ``pydantic.SecretStr`` (never in a repr or an error message); without
+one, ``QDRANT_API_KEY`` from the environment is used for a ``url``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import SecretStr
 
-from ...errors import StoreCorruptError, StoreError, require
+from ...errors import StoreCorruptError, StoreError, StoreLockedError, require
 from ..filters import FilterFactory
 from ..lexical import Bm25Settings
 from ..manifest import (
@@ -35,7 +40,10 @@ from .base import QueryVectors, Scored, pid_of, run_weighted, search_params
 if TYPE_CHECKING:
     from ...encoding import Encoder
 
-__all__ = ["ClientBackend", "open_client"]
+__all__ = ["API_KEY_ENV", "ClientBackend", "api_key_secret", "open_client"]
+
+#: The environment variable read for the server's API key when none is given.
+API_KEY_ENV = "QDRANT_API_KEY"
 
 FloatArray = npt.NDArray[np.float32]
 _SIDE_OWNER = "vllm_retrieval_token_index_of"  # metadata of the server's centroid collection
@@ -381,11 +389,41 @@ class ClientBackend:
         self.client.close()
 
 
+def api_key_secret(api_key: str | SecretStr | None) -> SecretStr | None:
+    """The API key as a ``SecretStr``: the one given, else ``$QDRANT_API_KEY``, else None."""
+    if isinstance(api_key, SecretStr):
+        return api_key if api_key.get_secret_value() else None
+    if api_key is not None and not isinstance(api_key, str):
+        raise TypeError(f"api_key must be a str or SecretStr, got {type(api_key).__name__}")
+    key = api_key or os.environ.get(API_KEY_ENV) or None
+    return None if key is None else SecretStr(key)
+
+
+def _local_client(qc: Any, path: str, kwargs: dict[str, Any], lock_timeout: float) -> Any:
+    """qdrant-client's local mode on a folder, waiting up to ``lock_timeout`` seconds for
+    another holder of the folder (``StoreLockedError`` after)."""
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try:
+            return qc.QdrantClient(path=path, **kwargs)
+        except RuntimeError as exc:
+            if "already accessed" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreLockedError(
+                    f"the qdrant-client folder {path} is in use by another client (this "
+                    "process or another); close it there, or open with "
+                    "lock_timeout=<seconds> to wait for it",
+                    path=path,
+                ) from None
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
+
+
 def open_client(
     collection: str,
     *,
     url: str | None,
-    api_key: str | None,
+    api_key: str | SecretStr | None,
     location: str | None,
     client_path: str | os.PathLike[str] | None,
     client_kwargs: Mapping[str, Any] | None,
@@ -394,16 +432,19 @@ def open_client(
     dim: int | None,
     must_exist: bool,
     bm25: Bm25Settings | None = None,
+    lock_timeout: float = 0.0,
 ) -> tuple[ClientBackend, StoreManifest]:
     """Open (or create) the store's collection; checks its settings on reopen."""
     qc = require("qdrant_client", "qdrant")
     kwargs = dict(client_kwargs or {})
     if url is not None:
-        client = qc.QdrantClient(url=url, api_key=api_key, **kwargs)
+        secret = api_key_secret(api_key)
+        key = None if secret is None else secret.get_secret_value()
+        client = qc.QdrantClient(url=url, api_key=key, **kwargs)
     elif location is not None:
         client = qc.QdrantClient(location=location, **kwargs)
     else:
-        client = qc.QdrantClient(path=str(client_path), **kwargs)
+        client = _local_client(qc, str(client_path), kwargs, lock_timeout)
     backend = ClientBackend(client, collection, local=url is None)
     where = f"collection {collection!r}"
     try:

@@ -1,12 +1,20 @@
 """Qdrant Edge: the embedded default, a Qdrant shard in-process in ``<path>/shard``.
 
 The manifest is ``<path>/vllm_retrieval.json`` and the token index's centroids
-``<path>/token_index.npy``, both written whole, fsynced and renamed into place.
+``<path>/token_index.npy``, both written whole to unique temporary files, fsynced, renamed
+into place and the directory synced (:mod:`..files`). One process at a time holds the store
+(:mod:`..locking`: ``<path>/vllm_retrieval.lock``, the holder's pid in
+``<path>/vllm_retrieval.pid``); every other file is read or changed only under that lock.
+
+Creating a store is atomic: a marker ``<path>/.vllm_retrieval.creating`` is written first,
+then the shard, then the manifest (the commit point), then the marker is removed. A create
+that fails removes what it made (the directory too, if it made it); one that was killed
+leaves the marker, and the next open clears its leftovers and creates the store again.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -15,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import StoreCorruptError, require
+from ...errors import StoreCorruptError, StoreLockedError, require
+from ..files import atomic_write, fsync_dir, remove_temporaries
 from ..filters import FilterFactory
 from ..lexical import Bm25Settings
+from ..locking import LOCK_NAME, PID_NAME, StoreLock
 from ..manifest import (
     BM25,
     CENTROIDS,
@@ -39,10 +49,11 @@ from .base import QueryVectors, Scored, pid_of, run_weighted, search_params
 if TYPE_CHECKING:
     from ...encoding import Encoder
 
-__all__ = ["CENTROIDS_FILE", "EdgeBackend", "open_edge"]
+__all__ = ["CENTROIDS_FILE", "CREATING", "EdgeBackend", "open_edge"]
 
 FloatArray = npt.NDArray[np.float32]
 CENTROIDS_FILE = "token_index.npy"
+CREATING = ".vllm_retrieval.creating"
 _SHARD_RE = re.compile(r"^shard(\.[0-9]+)?$")
 
 
@@ -52,7 +63,9 @@ class EdgeBackend:
     kind = "edge"
     shared = False
 
-    def __init__(self, shard_dir: Path, manifest: StoreManifest, create: bool) -> None:
+    def __init__(
+        self, shard_dir: Path, manifest: StoreManifest, create: bool, lock: StoreLock
+    ) -> None:
         qe = require("qdrant_edge", "qdrant")
         self.qe = qe
         self.factory = FilterFactory(
@@ -68,6 +81,7 @@ class EdgeBackend:
         self.quantized = manifest.compression in ("int8", "binary")
         self.dir = shard_dir.parent
         self.shard_dir = shard_dir
+        self.lock = lock
         if create:
             self.shard = qe.EdgeShard.create(str(shard_dir), self._config(manifest))
         else:
@@ -82,14 +96,10 @@ class EdgeBackend:
         write_manifest_file(self.dir / MANIFEST_NAME, manifest)
 
     def save_centroids(self, centroids: FloatArray) -> None:
-        """``token_index.npy`` beside the manifest (written whole, then renamed)."""
-        path = self.dir / CENTROIDS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as fh:
-            np.save(fh, np.ascontiguousarray(centroids, dtype=np.float32), allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        """``token_index.npy`` beside the manifest (unique temporary file, fsynced, renamed,
+        directory synced)."""
+        arr = np.ascontiguousarray(centroids, dtype=np.float32)
+        atomic_write(self.dir / CENTROIDS_FILE, lambda fh: np.save(fh, arr, allow_pickle=False))
 
     def load_centroids(self) -> FloatArray:
         try:
@@ -323,7 +333,10 @@ class EdgeBackend:
         self.shard.flush()
 
     def close(self) -> None:
-        self.shard.close()
+        try:
+            self.shard.close()
+        finally:
+            self.lock.release()
 
 
 def open_edge(
@@ -333,37 +346,142 @@ def open_edge(
     dim: int | None,
     must_exist: bool,
     bm25: Bm25Settings | None = None,
+    lock_timeout: float = 0.0,
 ) -> tuple[EdgeBackend, StoreManifest]:
-    """Open (or create) the embedded store in ``path``; checks its settings on reopen
-    (``bm25``: the BM25 settings of a new store, None for none)."""
-    manifest_path = path / MANIFEST_NAME
+    """Open (or create) the embedded store in ``path``, holding its lock; checks its settings
+    on reopen (``bm25``: the BM25 settings of a new store, None for none). ``lock_timeout``:
+    seconds to wait for another holder (``StoreLockedError`` after)."""
     if path.exists() and not path.is_dir():
         raise StoreCorruptError(f"{path} is not a directory")
+    if not path.exists() and must_exist:
+        raise FileNotFoundError(f"no vllm-retrieval store at {path}")
+    _check_ours(path)  # before writing anything into a directory that is not a store
+    made = _make_dirs(path)
+    lock = StoreLock(path)
+    try:
+        lock.acquire(lock_timeout)
+    except BaseException:
+        _remove_made(path, made)
+        raise
+    try:
+        return _open_locked(path, lock, encoder, compression, dim, must_exist, bm25)
+    except BaseException:
+        if (path / MANIFEST_NAME).is_file():
+            lock.release()
+        else:  # nothing was created: leave nothing behind
+            _remove_leftovers(path)
+            lock.discard()
+            _remove_made(path, made)
+        raise
+
+
+_OURS = (LOCK_NAME, PID_NAME, CREATING)
+
+
+def _check_ours(path: Path) -> None:
+    """``StoreCorruptError`` for a non-empty directory that holds neither a store nor the
+    leftovers of one being created (checked again under the lock)."""
+    if not path.is_dir() or (path / MANIFEST_NAME).is_file():
+        return
+    names = {p.name for p in path.iterdir()}
+    if names and CREATING not in names and not names <= set(_OURS):
+        raise StoreCorruptError(
+            f"{path} is not empty and holds no {MANIFEST_NAME}: not a vllm-retrieval store"
+        )
+
+
+def _open_locked(
+    path: Path,
+    lock: StoreLock,
+    encoder: Encoder | None,
+    compression: str | None,
+    dim: int | None,
+    must_exist: bool,
+    bm25: Bm25Settings | None,
+) -> tuple[EdgeBackend, StoreManifest]:
+    remove_temporaries(path, (MANIFEST_NAME, CENTROIDS_FILE, PID_NAME, CREATING))
+    manifest_path = path / MANIFEST_NAME
     if manifest_path.is_file():
         manifest = read_manifest_file(manifest_path)
         check_manifest(manifest, encoder, compression, dim, str(path))
         shard_dir = path / manifest.shard
-        create = not shard_dir.exists()
+        with contextlib.suppress(FileNotFoundError):
+            (path / CREATING).unlink()  # a create killed after its commit point
         remove_stale_shards(path, manifest.shard)
-    else:
-        if path.is_dir() and any(path.iterdir()):
-            raise StoreCorruptError(
-                f"{path} is not empty and holds no {MANIFEST_NAME}: not a vllm-retrieval store"
-            )
-        if must_exist:
-            raise FileNotFoundError(f"no vllm-retrieval store at {path}")
-        manifest = new_manifest(encoder, compression, dim, bm25)
-        shard_dir = path / manifest.shard
-        path.mkdir(parents=True, exist_ok=True)
-        # The manifest goes first: a crash before the shard exists leaves an empty store.
-        write_manifest_file(manifest_path, manifest)
-        create = True
+        return _backend(path, manifest, not shard_dir.exists(), lock), manifest
+    _check_ours(path)
+    if must_exist:
+        raise FileNotFoundError(f"no vllm-retrieval store at {path}")
+    manifest = new_manifest(encoder, compression, dim, bm25)
+    _remove_leftovers(path)  # of a create that was killed before its commit point
+    atomic_write(path / CREATING, lambda fh: fh.write(b"vllm-retrieval store being created\n"))
+    backend = _backend(path, manifest, True, lock)
     try:
-        return EdgeBackend(shard_dir, manifest, create), manifest
+        backend.shard.flush()
+        write_manifest_file(manifest_path, manifest)  # the commit point
+    except BaseException:
+        backend.shard.close()
+        raise
+    (path / CREATING).unlink()
+    fsync_dir(path)
+    return backend, manifest
+
+
+def _backend(path: Path, manifest: StoreManifest, create: bool, lock: StoreLock) -> EdgeBackend:
+    try:
+        return EdgeBackend(path / manifest.shard, manifest, create, lock)
     except ImportError:
         raise
     except Exception as exc:
+        if "WouldBlock" in str(exc):  # Edge's WAL lock: a holder that did not take ours
+            raise StoreLockedError(
+                f"the store in {path} is in use by another process (its Qdrant Edge WAL is "
+                "locked); close the store there",
+                path=str(path),
+            ) from exc
         raise StoreCorruptError(f"cannot open the Qdrant Edge shard in {path}: {exc}") from exc
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove what an unfinished create made: shard folders and the creation marker."""
+    if not path.is_dir() or (path / MANIFEST_NAME).is_file():
+        return
+    if CREATING not in {p.name for p in path.iterdir()}:
+        return
+    for entry in path.iterdir():
+        if _SHARD_RE.match(entry.name) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (path / CREATING).unlink()
+    fsync_dir(path)
+
+
+def _make_dirs(path: Path) -> Path | None:
+    """Create ``path`` (and parents); returns the top-most folder created (None: none)."""
+    top: Path | None = None
+    p = path
+    while not p.exists():
+        top = p
+        if p.parent == p:  # pragma: no cover - the root always exists
+            break
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return top
+
+
+def _remove_made(path: Path, top: Path | None) -> None:
+    """Remove the (empty) folders :func:`_make_dirs` created, from ``path`` up to ``top``."""
+    if top is None:
+        return
+    p = path
+    while True:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top:
+            return
+        p = p.parent
 
 
 def remove_stale_shards(path: Path, current: str) -> None:
