@@ -2,13 +2,19 @@
 
 A small real HTTP server (stdlib ``http.server`` on 127.0.0.1, in a thread) plays a vLLM
 server that answers 500s, stalls, malformed or truncated bodies, the wrong model or the wrong
-task; a real vLLM CPU server is killed in the middle of a run. Every server here is stopped
-by the tests themselves, and every wait is bounded.
+task, refuses the key or dies; a real vLLM CPU server is killed in the middle of a run. Each
+fault is asserted as its own subclass (unreachable, timeout, auth, model mismatch, malformed),
+chosen by exception type and HTTP status. The HTTP clients (one per event loop) are checked
+for leaks over 100 ``asyncio.run`` cycles. Every server here is stopped by the tests
+themselves, and every wait is bounded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import gc
 import json
 import os
 import signal
@@ -17,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,9 +33,18 @@ import numpy as np
 import pytest
 
 from vllm_retrieval import Encoder
-from vllm_retrieval.encoding import shutdown_remote_engines
+from vllm_retrieval.encoding import RemoteEngine, shutdown_remote_engines
 from vllm_retrieval.encoding.profiles import default_model_path
-from vllm_retrieval.errors import EngineError, RemoteEngineError
+from vllm_retrieval.errors import (
+    EngineError,
+    RemoteAuthError,
+    RemoteEngineError,
+    RemoteMalformedResponseError,
+    RemoteModelMismatchError,
+    RemoteTimeoutError,
+    RemoteUnreachableError,
+)
+from vllm_retrieval.scoring import remote_score
 
 MODEL = default_model_path()
 DIM = 8
@@ -51,6 +67,21 @@ class Stub:
         self.batch_sizes: list[int] = []
         self.release = threading.Event()  # wakes stalled handlers at teardown
         self.tokenizer: Any = None
+        self.echo_auth = False  # a 401 that quotes the Authorization header it got
+        self.auth_seen: list[str | None] = []
+        self.server: ThreadingHTTPServer | None = None
+        self.connections: list[socket.socket] = []
+        self.in_flight = threading.Event()  # set when a pooling request arrives
+
+    def kill(self) -> None:
+        """Die like a SIGKILLed server: stop listening and drop every open connection."""
+        assert self.server is not None
+        self.server.shutdown()
+        self.server.server_close()  # new connections are refused from now on
+        for conn in list(self.connections):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.release.set()
 
 
 def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
@@ -72,12 +103,17 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
         def _json(self, status: int, payload: Any) -> None:
             self._send(status, json.dumps(payload).encode())
 
+        def setup(self) -> None:
+            super().setup()
+            stub.connections.append(self.connection)
+
         def _authorised(self) -> bool:
-            if stub.api_key is None:
+            got = self.headers.get("Authorization")
+            stub.auth_seen.append(got)
+            if stub.api_key is None or got == f"Bearer {stub.api_key}":
                 return True
-            if self.headers.get("Authorization") == f"Bearer {stub.api_key}":
-                return True
-            self._json(401, {"error": {"message": "Unauthorized", "code": 401}})
+            msg = f"Unauthorized: invalid {got}" if stub.echo_auth else "Unauthorized"
+            self._json(401, {"error": {"message": msg, "code": 401}})
             return False
 
         def do_GET(self) -> None:
@@ -89,6 +125,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                     self._send(200, b'{"object": "list", "data": [')
                     return
                 card = {"id": stub.model_id, "root": stub.model_id, "max_model_len": 256}
+                if stub.mode == "models_no_id":
+                    del card["id"]
                 self._json(200, {"object": "list", "data": [card]})
             else:
                 self._json(404, {"error": {"message": "not found"}})
@@ -106,8 +144,25 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {"count": len(tokens), "tokens": tokens, "max_model_len": 256})
             elif self.path == "/pooling":
                 self._pooling(req)
+            elif self.path == "/score":
+                self._score(req)
             else:
                 self._json(404, {"error": {"message": "not found"}})
+
+        def _score(self, req: dict[str, Any]) -> None:
+            n = len(req["documents"])
+            items: list[dict[str, Any]] = [
+                {"index": i, "object": "score", "score": 0.5 + i} for i in range(n)
+            ]
+            if stub.mode == "score_no_score":
+                del items[-1]["score"]
+            elif stub.mode == "score_bad_index":
+                items[-1]["index"] = -1
+            elif stub.mode == "score_dup":
+                items[-1]["index"] = 0
+            elif stub.mode == "score_short":
+                items = items[:-1]
+            self._json(200, {"object": "list", "data": items, "model": stub.model_id})
 
         def _pooling(self, req: dict[str, Any]) -> None:
             ids: list[list[int]] = req["input"]
@@ -126,6 +181,21 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 return
             stub.pool_calls += 1
             stub.batch_sizes.append(len(ids))
+            stub.in_flight.set()
+            if mode == "model_gone":
+                msg = f"The model `{req.get('model')}` does not exist."
+                self._json(404, {"error": {"message": msg, "type": "NotFoundError"}})
+                return
+            if mode == "truncated_http":  # promises more bytes than it sends, then hangs up
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b'{"data": [')
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
             if mode == "500":
                 self._json(500, {"error": {"message": "EngineCore died", "code": 500}})
                 return
@@ -200,6 +270,7 @@ def stub(tokenizer: Any) -> Iterator[tuple[Stub, str]]:
     state.tokenizer = tokenizer
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
+    state.server = server
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -256,8 +327,11 @@ def test_500s_are_retried_then_raise(stub: tuple[Stub, str]) -> None:
     enc = Encoder(base_url=url, timeout=5.0).start()
     state.mode = "500"
     err = _raises_within(5.0 + SLACK, lambda: enc.embed_documents(["hello"]))
+    assert type(err) is RemoteEngineError  # a server error: none of the specific faults
     assert url in str(err) and "500" in str(err) and "EngineCore died" in str(err)
     assert state.pool_calls == 4  # one attempt + max_retries=3
+    state.mode = "ok"  # the server recovered: the next call works
+    assert enc.embed_documents(["hello"]).shape == (1, DIM)
 
 
 def test_4xx_is_not_retried_and_no_partial_results(stub: tuple[Stub, str]) -> None:
@@ -266,6 +340,7 @@ def test_4xx_is_not_retried_and_no_partial_results(stub: tuple[Stub, str]) -> No
     state.mode = "reject_long"
     texts = ["hi", "a much longer text than the others here", "yo"]
     err = _raises_within(5.0 + SLACK, lambda: enc.encode(texts))
+    assert type(err) is RemoteEngineError
     assert "400" in str(err) and "prompt too long" in str(err) and url in str(err)
     assert state.pool_calls <= 3  # never retried
 
@@ -275,6 +350,7 @@ def test_stall_past_the_timeout_raises_within_it(stub: tuple[Stub, str]) -> None
     enc = Encoder(base_url=url, timeout=2.0).start()
     state.mode = "stall"
     err = _raises_within(2.0 + SLACK, lambda: enc.embed_documents(["hello"]))
+    assert isinstance(err, RemoteTimeoutError) and isinstance(err, TimeoutError)
     assert url in str(err) and "timeout" in str(err)
     assert state.pool_calls == 1
 
@@ -284,7 +360,7 @@ async def test_stall_async_raises_within_timeout(stub: tuple[Stub, str]) -> None
     enc = Encoder(base_url=url, timeout=2.0).start()
     state.mode = "stall"
     start = time.monotonic()
-    with pytest.raises(RemoteEngineError, match="timeout"):
+    with pytest.raises(RemoteTimeoutError, match="timeout"):
         await enc.aembed_documents(["hello", "world"])
     assert time.monotonic() - start < 2.0 + SLACK
 
@@ -297,6 +373,7 @@ async def test_stall_async_raises_within_timeout(stub: tuple[Stub, str]) -> None
         ("bad_base64", "base64", "not valid base64"),
         ("wrong_count", "base64", "items for"),
         ("truncated_bytes", "bytes", "truncated"),
+        ("truncated_http", "base64", "RemoteProtocolError"),
     ],
 )
 def test_bad_bodies_raise_typed_errors(
@@ -309,6 +386,7 @@ def test_bad_bodies_raise_typed_errors(
     state.mode = mode
     ids = enc.token_ids(["hello there", "general kenobi"], is_query=False)
     err = _raises_within(5.0 + SLACK, lambda: engine.submit(ids).result(timeout=30))
+    assert isinstance(err, RemoteMalformedResponseError), repr(err)
     assert url in str(err) and needle in str(err)
 
 
@@ -316,13 +394,25 @@ def test_wrong_model_in_discovery(stub: tuple[Stub, str]) -> None:
     state, url = stub
     state.model_id = "BAAI/bge-m3"
     err = _raises_within(5.0 + SLACK, Encoder(base_url=url, timeout=5.0).start)
+    assert isinstance(err, RemoteModelMismatchError), repr(err)
     assert url in str(err) and "BAAI/bge-m3" in str(err) and "not the model" in str(err)
+
+
+def test_model_gone_after_discovery_is_a_mismatch(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=5.0).start()
+    state.mode = "model_gone"  # the server was restarted with another model: 404
+    err = _raises_within(5.0 + SLACK, lambda: enc.embed_documents(["hello"]))
+    assert isinstance(err, RemoteModelMismatchError), repr(err)
+    assert "404" in str(err) and "does not exist" in str(err)
+    assert state.pool_calls == 1  # not retried
 
 
 def test_same_name_other_tokenizer_is_a_different_model(stub: tuple[Stub, str]) -> None:
     state, url = stub
     state.tokens = [1, 2, 3]
     err = _raises_within(5.0 + SLACK, Encoder(base_url=url, timeout=5.0).start)
+    assert isinstance(err, RemoteModelMismatchError), repr(err)
     assert url in str(err) and "different tokenizer" in str(err)
 
 
@@ -332,14 +422,17 @@ def test_wrong_task_in_discovery(stub: tuple[Stub, str], mode: str) -> None:
     state.mode = mode
     err = _raises_within(5.0 + SLACK, Encoder(base_url=url, timeout=5.0).start)
     assert url in str(err) and "token_embed" in str(err)
-    assert isinstance(err, EngineError)
+    assert isinstance(err, EngineError) and isinstance(err, RemoteModelMismatchError)
 
 
-def test_malformed_model_list(stub: tuple[Stub, str]) -> None:
+@pytest.mark.parametrize(("mode", "needle"), [("models_malformed", "malformed JSON"),
+                                              ("models_no_id", "no model list")])  # fmt: skip
+def test_malformed_model_list(stub: tuple[Stub, str], mode: str, needle: str) -> None:
     state, url = stub
-    state.mode = "models_malformed"
+    state.mode = mode
     err = _raises_within(5.0 + SLACK, Encoder(base_url=url, timeout=5.0).start)
-    assert url in str(err) and "malformed JSON" in str(err)
+    assert isinstance(err, RemoteMalformedResponseError), repr(err)
+    assert url in str(err) and needle in str(err)
 
 
 def test_api_key_is_sent_and_a_wrong_one_is_a_typed_error(stub: tuple[Stub, str]) -> None:
@@ -347,7 +440,49 @@ def test_api_key_is_sent_and_a_wrong_one_is_a_typed_error(stub: tuple[Stub, str]
     state.api_key = "sekrit"
     assert Encoder(base_url=url, api_key="sekrit", timeout=5.0).embed_query("hi").shape == (DIM,)
     err = _raises_within(5.0 + SLACK, Encoder(base_url=url, api_key="nope", timeout=5.0).start)
+    assert isinstance(err, RemoteAuthError) and isinstance(err, PermissionError)
     assert "401" in str(err) and url in str(err)
+    assert state.calls.count("GET /v1/models") == 2  # an auth error is never retried
+
+
+def test_remote_score(stub: tuple[Stub, str]) -> None:
+    _, url = stub
+    enc = Encoder(base_url=url, timeout=5.0)
+    assert remote_score(enc, "query", ["a", "b", "c"]) == [0.5, 1.5, 2.5]
+
+
+@pytest.mark.parametrize("mode", ["score_no_score", "score_bad_index", "score_dup", "score_short"])
+def test_remote_score_malformed_answer_is_typed(stub: tuple[Stub, str], mode: str) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=5.0).start()
+    state.mode = mode
+    err = _raises_within(5.0 + SLACK, lambda: remote_score(enc, "query", ["a", "b", "c"]))
+    assert isinstance(err, RemoteMalformedResponseError), repr(err)
+    assert url in str(err) and "POST /score" in str(err)
+
+
+def test_remote_score_never_raises_a_bare_key_error(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    state.mode = "models_no_id"  # a model card without an "id"
+    err = _raises_within(
+        5.0 + SLACK, lambda: remote_score(Encoder(base_url=url, timeout=5.0), "q", ["a"])
+    )
+    assert isinstance(err, RemoteMalformedResponseError), repr(err)
+
+
+def test_server_killed_mid_request_is_unreachable(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    enc = Encoder(base_url=url, timeout=5.0).start()
+    state.mode = "stall"  # the request is in flight when the server dies
+    fut = enc.engine.submit(enc.token_ids(["hello"], is_query=False))
+    assert state.in_flight.wait(10)
+    state.kill()
+    err = _raises_within(5.0 + SLACK, lambda: fut.result(timeout=30))
+    assert isinstance(err, RemoteUnreachableError) and isinstance(err, ConnectionError)
+    assert url in str(err) and "ConnectError" in str(err)
+    # Later calls fail the same way (connection refused, retried, then raised).
+    err = _raises_within(5.0 + SLACK, lambda: enc.embed_documents(["after the kill"]))
+    assert isinstance(err, RemoteUnreachableError), repr(err)
 
 
 def _free_port() -> int:
@@ -359,7 +494,91 @@ def _free_port() -> int:
 def test_server_not_running() -> None:
     url = f"http://127.0.0.1:{_free_port()}"
     err = _raises_within(3.0 + SLACK, Encoder(base_url=url, timeout=3.0).start)
+    assert isinstance(err, RemoteUnreachableError), repr(err)
     assert url in str(err) and "Connect" in str(err)
+
+
+# -- one HTTP client per event loop, closed with it -------------------------------------------
+
+
+def _client_sockets(port: int) -> int:
+    """This process's open TCP sockets connected to ``port`` (the client side only)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and cols[9] in inodes:
+                count += 1
+    return count
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+
+
+@needs_proc
+def test_asyncio_run_cycles_leave_no_client_open(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    port = int(url.rsplit(":", 1)[1])
+    enc = Encoder(base_url=url, timeout=5.0).start()  # discovery: the background loop's client
+    engine = enc.engine
+    assert isinstance(engine, RemoteEngine)
+    baseline = _client_sockets(port)
+    gc.collect()
+    gc.disable()  # sockets must be closed by the engine, not by the garbage collector
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for n in range(100):
+                encoded = asyncio.run(enc.aencode([f"text {n}", "another"]))
+                assert len(encoded) == 2
+                assert _client_sockets(port) <= baseline, f"cycle {n}"
+            assert engine.open_clients <= 1  # the background loop's, if any
+            gc.enable()
+            gc.collect()
+    finally:
+        gc.enable()
+    leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks, [str(w.message) for w in leaks[:3]]
+    assert state.pool_calls == 100
+
+
+@needs_proc
+def test_close_closes_the_clients_of_every_loop(stub: tuple[Stub, str]) -> None:
+    _, url = stub
+    port = int(url.rsplit(":", 1)[1])
+    enc = Encoder(base_url=url, timeout=5.0)
+    assert enc.embed_documents(["sync"]).shape == (1, DIM)  # the background loop's client
+    idle = asyncio.new_event_loop()  # a loop that is not running when the engine closes
+    idle.run_until_complete(enc.aencode(["idle loop"]))
+    busy = asyncio.new_event_loop()  # a loop running in another thread
+    thread = threading.Thread(target=busy.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(enc.aencode(["busy loop"]), busy).result(30)
+        engine = enc.engine
+        assert isinstance(engine, RemoteEngine)
+        assert _client_sockets(port) >= 3
+        engine.close()
+        assert _client_sockets(port) == 0  # closed by the engine, on each loop
+        assert engine.open_clients == 0
+    finally:
+        busy.call_soon_threadsafe(busy.stop)
+        thread.join(10)
+        busy.close()
+        idle.close()
 
 
 # -- a real vLLM server killed in the middle of a run -----------------------------------------
@@ -435,9 +654,10 @@ def test_real_server_killed_mid_run(tmp_path: Path, scifact_dir: Path) -> None:
         assert time.monotonic() - killed_at < timeout + SLACK
         assert "value" not in result, "partial results came back from a dead server"
         err = result["error"]
-        assert isinstance(err, RemoteEngineError), repr(err)
+        assert isinstance(err, RemoteUnreachableError), repr(err)
         assert url in str(err)
         # Afterwards a fresh call fails fast too (connection refused, retried, then raised).
-        _raises_within(timeout + SLACK, lambda: enc.embed_documents(["after the kill"]))
+        err = _raises_within(timeout + SLACK, lambda: enc.embed_documents(["after the kill"]))
+        assert isinstance(err, RemoteUnreachableError), repr(err)
     finally:
         _kill(proc)

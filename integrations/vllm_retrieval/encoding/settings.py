@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .profiles import Pooling, ProfileKind
 
@@ -58,7 +58,11 @@ class EncoderSettings(BaseModel):
         default=None,
         description="URL of a remote `vllm serve` (token_embed) server; None runs vLLM in-process.",
     )
-    api_key: str | None = Field(default=None, description="API key of the remote server.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key of the remote server (a str is accepted; never shown in repr, str "
+        "or JSON); None: $VLLM_API_KEY when set.",
+    )
     timeout: float = Field(default=60.0, gt=0, description="Remote request timeout in seconds.")
 
     def settings(self) -> dict[str, Any]:

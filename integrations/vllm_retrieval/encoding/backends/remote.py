@@ -14,16 +14,21 @@ core pools and normalises them exactly as for the in-process engine, so results 
   known from the ids and ``dim``), ``"bytes"`` (binary body, shapes in a header) or ``"json"``
   (nested floats, several times bigger and slower; kept for the benchmark).
 * **Robustness**: each HTTP request (retries included) finishes within ``timeout`` seconds;
-  connection errors and 5xx answers are retried with exponential backoff (4xx are not);
-  every answer is validated (count, shapes, byte lengths: :mod:`.remote_wire`) and anything
-  unusable raises
-  :class:`~vllm_retrieval.errors.RemoteEngineError` naming the server and the cause —
-  never a hang, never silently partial results.
+  transport errors and 5xx answers are retried with exponential backoff (4xx are not);
+  every answer is validated (count, shapes, byte lengths: :mod:`.remote_wire`). Failures
+  are typed by exception and status (:mod:`.remote_client`), each naming the server:
+  :class:`~vllm_retrieval.errors.RemoteUnreachableError`, ``RemoteTimeoutError``,
+  ``RemoteAuthError`` (401/403), ``RemoteModelMismatchError`` (another model, tokenizer or
+  task), ``RemoteMalformedResponseError``, else ``RemoteEngineError`` (a 4xx, or 5xx after
+  the retries) — never a hang, never silently partial results.
 * **Concurrency**: the sync ``submit`` runs on one background event loop per engine and
   returns a ``concurrent.futures.Future`` at once; the native ``asubmit`` runs on the
   caller's event loop. Both bound the requests in flight (``max_concurrency`` per loop) and
   split large submissions into requests of at most ``max_batch_size`` texts and
-  ``max_batch_tokens`` tokens.
+  ``max_batch_tokens`` tokens. Each loop has one HTTP client, closed when the loop shuts
+  down or the engine closes.
+* **Secrets**: ``api_key`` is a ``SecretStr`` (``$VLLM_API_KEY`` when not given), shown
+  nowhere: not in reprs, nor in error messages.
 
 One engine is shared per (server, model, API key, timeout) per process (:mod:`.registry`).
 """
@@ -32,22 +37,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import threading
-import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-import httpx
 import numpy as np
+from pydantic import SecretStr
 
-from ...errors import RemoteEngineError
+from ...errors import (
+    RemoteEngineError,
+    RemoteMalformedResponseError,
+    RemoteModelMismatchError,
+    RemoteTimeoutError,
+)
 from .base import RowsArray
-from .remote_wire import Transfer, decode_rows, error_detail
+from .remote_client import RemoteHTTP
+from .remote_wire import Transfer, decode_rows, decode_scores, error_detail, parse_json
 
 __all__ = [
     "RemoteEngine",
@@ -61,6 +70,8 @@ T = TypeVar("T")
 PROBE_TEXT = "vllm-retrieval probe: late interaction over token embeddings."
 # The packaged default model, by the names a server may serve it under.
 _DEFAULT_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+# 4xx answers a caller judges itself (401 and 403 are always auth errors).
+_REJECTED = frozenset(range(400, 500)) - {401, 403}
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class RemoteSettings:
     base_url: str
     model_path: str  # the local model folder (tokenizer and profile come from it)
     model_name: str | None = None  # the name the user gave (``Encoder.model``), if any
-    api_key: str | None = None
+    api_key: SecretStr | None = None  # a str is accepted; None: $VLLM_API_KEY if set
     timeout: float = 60.0  # seconds per HTTP request, retries included
     transfer: Transfer = "base64"
     max_concurrency: int = 8  # requests in flight per event loop
@@ -81,6 +92,14 @@ class RemoteSettings:
     drops_first_row: bool = False  # the model's pooler drops the first row (BGE-M3)
 
     def __post_init__(self) -> None:
+        key: object = self.api_key
+        if key is None:
+            key = os.environ.get("VLLM_API_KEY") or None
+        if isinstance(key, str):
+            key = SecretStr(key)
+        if key is not None and not isinstance(key, SecretStr):
+            raise TypeError(f"api_key must be a str or SecretStr, not {type(key).__name__}")
+        object.__setattr__(self, "api_key", key)
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://: {self.base_url!r}")
         if self.timeout <= 0:
@@ -103,12 +122,6 @@ class ServerInfo:
     dim: int
 
 
-@dataclass
-class _LoopState:
-    client: httpx.AsyncClient
-    semaphore: asyncio.Semaphore
-
-
 class _Failure:
     """The last request that exhausted its retries: requests queued before it fail fast."""
 
@@ -117,6 +130,15 @@ class _Failure:
     def __init__(self) -> None:
         self.generation = 0
         self.error: RemoteEngineError | None = None
+
+
+async def _cancel_others() -> None:
+    """Cancel every other task of the running loop and wait for them (engine shutdown)."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _names(value: str | None) -> set[str]:
@@ -144,8 +166,14 @@ class RemoteEngine:
         self._probe_ids = probe_ids
         self._local_tokenize = local_tokenize
         self._info: ServerInfo | None = None
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
+        s = self.settings
+        self._http = RemoteHTTP(
+            self.url,
+            api_key=s.api_key,
+            timeout=s.timeout,
+            max_retries=s.max_retries,
+            backoff=s.backoff,
+            max_concurrency=s.max_concurrency,
         )
         self._lock = threading.Lock()
         self._failure = _Failure()
@@ -198,8 +226,7 @@ class RemoteEngine:
         batch = [list(i) for i in ids]
         if not batch:
             return []
-        if self._closed:
-            raise RemoteEngineError(f"vLLM server {self.url}: this remote engine was closed")
+        self._check_open()
         info = self._info
         if info is None:
             await self._discover(poll_until=None)
@@ -248,6 +275,7 @@ class RemoteEngine:
         self, query: str, documents: list[str], *, truncate: int | None
     ) -> list[float]:
         """The server's own late-interaction scores (``POST /score``) of texts it tokenises."""
+        self._check_open()
         info = self._info
         if info is None:
             await self._discover(poll_until=None)
@@ -261,20 +289,9 @@ class RemoteEngine:
             "truncate_prompt_tokens": truncate,
         }
         deadline = asyncio.get_running_loop().time() + self.settings.timeout
-        resp = await self._request("POST", "/score", body=body, deadline=deadline)
-        payload = self._json(resp, "POST /score")
-        items = payload.get("data") if isinstance(payload, dict) else None
+        resp = await self._http.request("POST", "/score", body=body, deadline=deadline)
         where = f"vLLM server {self.url}: POST /score"
-        if not isinstance(items, list) or len(items) != len(documents):
-            got = len(items) if isinstance(items, list) else "no"
-            raise RemoteEngineError(f"{where} answered {got} scores for {len(documents)} docs")
-        scores = [float("nan")] * len(documents)
-        try:
-            for item in items:
-                scores[int(item["index"])] = float(item["score"])
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise RemoteEngineError(f"{where} answered a malformed score item: {exc!r}") from None
-        return scores
+        return decode_scores(parse_json(resp, where), len(documents), where)
 
     def score(self, query: str, documents: list[str], *, truncate: int | None) -> list[float]:
         """Sync :meth:`ascore` (on the engine's background loop)."""
@@ -285,26 +302,40 @@ class RemoteEngine:
         )
 
     def close(self) -> None:
-        """Close the HTTP clients and stop the background loop."""
-        self._closed = True
-        loop, thread = self._loop, self._thread
+        """Close every HTTP client this engine opened (one per event loop) and stop the
+        background loop; never raises."""
+        with self._lock:
+            self._closed = True
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and loop.is_running() and thread is not threading.current_thread():
+            # Requests still in flight on the background loop end (cancelled), never hang.
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_cancel_others(), loop).result(timeout=5)
+        self._http.clients.close_all()
         if loop is None or thread is None:
             return
-        state = self._states.get(loop)
-        if state is not None and loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(state.client.aclose(), loop)
-            with contextlib.suppress(Exception):  # closing must not raise
-                fut.result(timeout=5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
-        self._loop = self._thread = None
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not threading.current_thread():
+            thread.join(timeout=5)
+        if not thread.is_alive() and not loop.is_closed():
+            loop.close()
+
+    @property
+    def open_clients(self) -> int:
+        """How many HTTP clients are open (one per live event loop that used this engine)."""
+        return len(self._http.clients)
 
     # -- the event loops ------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RemoteEngineError(f"vLLM server {self.url}: this remote engine was closed")
+
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._closed:
-                raise RemoteEngineError(f"vLLM server {self.url}: this remote engine was closed")
+            self._check_open()
             if self._loop is None or self._thread is None or not self._thread.is_alive():
                 loop = asyncio.new_event_loop()
                 started = threading.Event()
@@ -326,101 +357,8 @@ class RemoteEngine:
             return fut.result(timeout=limit)
         except FutureTimeoutError:  # a guard: the coroutine bounds itself well before this
             fut.cancel()
-            raise RemoteEngineError(
+            raise RemoteTimeoutError(
                 f"vLLM server {self.url}: no answer within {limit:g} s"
-            ) from None
-
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None or state.client.is_closed:
-            headers = {"User-Agent": "vllm-retrieval"}
-            if self.settings.api_key:
-                headers["Authorization"] = f"Bearer {self.settings.api_key}"
-            n = self.settings.max_concurrency
-            client = httpx.AsyncClient(
-                base_url=self.url,
-                headers=headers,
-                timeout=httpx.Timeout(self.settings.timeout),
-                limits=httpx.Limits(max_connections=n + 2, max_keepalive_connections=n + 2),
-                trust_env=False,
-            )
-            state = _LoopState(client=client, semaphore=asyncio.Semaphore(n))
-            self._states[loop] = state
-        return state
-
-    # -- HTTP with deadline and retries ---------------------------------------------------
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: dict[str, Any] | None = None,
-        deadline: float,
-        poll: bool = False,
-    ) -> httpx.Response:
-        """One HTTP exchange: retried on connection errors and 5xx, bounded by ``deadline``.
-
-        ``poll`` retries connection errors until the deadline (a server still starting).
-        """
-        loop = asyncio.get_running_loop()
-        client = self._state().client
-        attempt = 0
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise RemoteEngineError(
-                    f"vLLM server {self.url}: {method} {path} timed out "
-                    f"(timeout={self.settings.timeout:g} s)"
-                )
-            cause: str
-            try:
-                resp = await asyncio.wait_for(
-                    client.request(
-                        method, path, json=body, timeout=httpx.Timeout(max(remaining, 0.01))
-                    ),
-                    timeout=remaining,
-                )
-            except (asyncio.TimeoutError, httpx.TimeoutException):
-                raise RemoteEngineError(
-                    f"vLLM server {self.url}: {method} {path} got no complete answer within "
-                    f"the timeout ({self.settings.timeout:g} s)"
-                ) from None
-            except httpx.TransportError as exc:
-                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if resp.status_code < 400:
-                    return resp
-                if resp.status_code < 500:
-                    raise RemoteEngineError(
-                        f"vLLM server {self.url}: {method} {path} answered "
-                        f"{resp.status_code}: {error_detail(resp)}"
-                    )
-                cause = f"HTTP {resp.status_code}: {error_detail(resp)}"
-            attempt += 1
-            if attempt > self.settings.max_retries and not poll:
-                raise RemoteEngineError(
-                    f"vLLM server {self.url}: {method} {path} failed after {attempt} "
-                    f"attempts: {cause}"
-                )
-            delay = self.settings.backoff * 2 ** min(attempt - 1, 6)
-            if poll:
-                delay = min(delay, 1.0)
-            if loop.time() + delay >= deadline:
-                raise RemoteEngineError(
-                    f"vLLM server {self.url}: {method} {path} failed until the timeout "
-                    f"({self.settings.timeout:g} s): {cause}"
-                )
-            await asyncio.sleep(delay)
-
-    def _json(self, resp: httpx.Response, what: str) -> Any:
-        try:
-            return json.loads(resp.content)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RemoteEngineError(
-                f"vLLM server {self.url}: {what} returned malformed JSON "
-                f"({len(resp.content)} bytes): {exc}"
             ) from None
 
     # -- discovery ------------------------------------------------------------------------
@@ -430,21 +368,25 @@ class RemoteEngine:
         budget = self.settings.timeout if poll_until is None else poll_until
         deadline = loop.time() + budget
         poll = poll_until is not None
-        resp = await self._request("GET", "/v1/models", deadline=deadline, poll=poll)
-        payload = self._json(resp, "GET /v1/models")
+        where = f"vLLM server {self.url}: GET /v1/models"
+        resp = await self._http.request("GET", "/v1/models", deadline=deadline, poll=poll)
+        payload = parse_json(resp, where)
         cards = payload.get("data") if isinstance(payload, dict) else None
-        if not isinstance(cards, list) or not all(isinstance(c, dict) for c in cards):
-            raise RemoteEngineError(
-                f"vLLM server {self.url}: GET /v1/models answered no model list: "
-                f"{str(payload)[:200]}"
+        if not isinstance(cards, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("id"), str) for c in cards
+        ):
+            raise RemoteMalformedResponseError(
+                f"{where} answered no model list (cards with an id): {str(payload)[:200]}"
             )
         card = self._match_model(cards)
         model_id = str(card["id"])
         root = card.get("root")
         max_len = card.get("max_model_len")
-        if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
-            raise RemoteEngineError(
-                f"vLLM server {self.url}: invalid max_model_len {max_len!r} for {model_id!r}"
+        if max_len is not None and (
+            not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1
+        ):
+            raise RemoteMalformedResponseError(
+                f"{where} answered an invalid max_model_len {max_len!r} for {model_id!r}"
             )
         deadline = loop.time() + budget
         await self._check_tokenizer(model_id, deadline)
@@ -481,7 +423,7 @@ class RemoteEngine:
                 if name and os.path.basename(str(name).rstrip("/")) == base:
                     return card
         want = self.settings.model_name or self.settings.model_path
-        raise RemoteEngineError(
+        raise RemoteModelMismatchError(
             f"vLLM server {self.url} serves {served}, not the model {want!r}: point base_url "
             "at a server started with this model (or --served-model-name matching it)"
         )
@@ -489,22 +431,20 @@ class RemoteEngine:
     async def _check_tokenizer(self, model_id: str, deadline: float) -> None:
         if self._local_tokenize is None:
             return
-        try:
-            resp = await self._request(
-                "POST",
-                "/tokenize",
-                body={"model": model_id, "prompt": PROBE_TEXT, "add_special_tokens": False},
-                deadline=deadline,
-            )
-        except RemoteEngineError as exc:
-            if " answered 404" in str(exc):  # the tokenizer endpoint is optional
-                return
-            raise
-        payload = self._json(resp, "POST /tokenize")
+        resp = await self._http.request(
+            "POST",
+            "/tokenize",
+            body={"model": model_id, "prompt": PROBE_TEXT, "add_special_tokens": False},
+            deadline=deadline,
+            accept=(404,),
+        )
+        if resp.status_code == 404:  # the tokenizer endpoint is optional
+            return
+        payload = parse_json(resp, f"vLLM server {self.url}: POST /tokenize")
         tokens = payload.get("tokens") if isinstance(payload, dict) else None
         local = self._local_tokenize(PROBE_TEXT)
         if tokens != local:
-            raise RemoteEngineError(
+            raise RemoteModelMismatchError(
                 f"vLLM server {self.url} serves {model_id!r} with a different tokenizer than "
                 f"the local model {self.settings.model_path!r} (server {tokens}, local {local}):"
                 " a different model"
@@ -519,33 +459,39 @@ class RemoteEngine:
             "use_activation": False,
             "encoding_format": "float",
         }
-        try:
-            resp = await self._request("POST", "/pooling", body=body, deadline=deadline)
-        except RemoteEngineError as exc:
-            if " answered 4" in str(exc):
-                raise RemoteEngineError(
-                    f"vLLM server {self.url} does not serve the token_embed pooling task for "
-                    f"{model_id!r} (start it with --runner pooling --pooler-config.task "
-                    f"token_embed): {exc}"
-                ) from None
-            raise
-        payload = self._json(resp, "POST /pooling")
+        where = f"vLLM server {self.url}: POST /pooling"
+        start = "--runner pooling --pooler-config.task token_embed"
+        resp = await self._http.request(
+            "POST", "/pooling", body=body, deadline=deadline, accept=_REJECTED
+        )
+        if resp.status_code >= 400:
+            raise RemoteModelMismatchError(
+                f"vLLM server {self.url} does not serve the token_embed pooling task for "
+                f"{model_id!r} (start it with {start}): {where} answered "
+                f"{resp.status_code}: {error_detail(resp, self._http.scrub)}"
+            )
+        payload = parse_json(resp, where)
         try:
             data = payload["data"][0]["data"]
         except (KeyError, IndexError, TypeError):
-            raise RemoteEngineError(
-                f"vLLM server {self.url}: POST /pooling answered no data: {str(payload)[:200]}"
+            raise RemoteMalformedResponseError(
+                f"{where} answered no data: {str(payload)[:200]}"
             ) from None
         if not isinstance(data, list) or not data or not isinstance(data[0], list):
-            raise RemoteEngineError(
+            raise RemoteModelMismatchError(
                 f"vLLM server {self.url} does not serve the token_embed pooling task for "
                 f"{model_id!r}: /pooling answered one pooled vector instead of one vector per "
-                "token (start it with --runner pooling --pooler-config.task token_embed)"
+                f"token (start it with {start})"
             )
-        rows = np.asarray(data, dtype=np.float32)
+        try:
+            rows = np.asarray(data, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise RemoteMalformedResponseError(
+                f"{where}: the probe's rows are not a float matrix"
+            ) from None
         expected = len(ids) - (1 if self.settings.drops_first_row else 0)
         if rows.ndim != 2 or rows.shape[0] != expected or rows.shape[1] < 1:
-            raise RemoteEngineError(
+            raise RemoteModelMismatchError(
                 f"vLLM server {self.url}: the probe of {len(ids)} tokens gave rows of shape "
                 f"{rows.shape}, expected ({expected}, dim): not the token_embed task of this model"
             )
@@ -573,12 +519,13 @@ class RemoteEngine:
     async def _pool(
         self, info: ServerInfo, ids: list[list[int]], generation: int
     ) -> list[RowsArray]:
-        state = self._state()
+        state = await self._http.clients.get()
+        where = f"vLLM server {self.url}: POST /pooling"
         async with state.semaphore:
             failure = self._failure
             if failure.generation != generation and failure.error is not None:
                 # The server failed for good after this request was queued: fail fast.
-                raise RemoteEngineError(str(failure.error))
+                raise type(failure.error)(str(failure.error))
             deadline = asyncio.get_running_loop().time() + self.settings.timeout
             fmt = self.settings.transfer
             body: dict[str, Any] = {
@@ -591,21 +538,20 @@ class RemoteEngine:
                 "endianness": "little",
             }
             try:
-                resp = await self._request("POST", "/pooling", body=body, deadline=deadline)
-            except RemoteEngineError as exc:
-                if "answered 4" not in str(exc):
-                    failure.error = exc
-                    failure.generation += 1
+                resp = await self._http.request(
+                    "POST", "/pooling", body=body, deadline=deadline, accept=_REJECTED
+                )
+            except RemoteEngineError as exc:  # the server failed (not this request)
+                failure.error = exc
+                failure.generation += 1
                 raise
-            payload = (
-                None if self.settings.transfer == "bytes" else self._json(resp, "POST /pooling")
-            )
+            if resp.status_code >= 400:  # this request was refused: not retried
+                detail = f"{where} answered {resp.status_code}: "
+                detail += error_detail(resp, self._http.scrub)
+                if resp.status_code == 404:  # discovery found the model: it is gone now
+                    raise RemoteModelMismatchError(f"{detail} (the served model changed?)")
+                raise RemoteEngineError(detail)
+            payload = None if fmt == "bytes" else parse_json(resp, where)
             drop = 1 if self.settings.drops_first_row else 0
             shapes = [(len(i) - drop, info.dim) for i in ids]
-            return decode_rows(
-                resp,
-                payload,
-                shapes,
-                self.settings.transfer,
-                f"vLLM server {self.url}: POST /pooling",
-            )
+            return decode_rows(resp, payload, shapes, fmt, where)
