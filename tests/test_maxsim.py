@@ -438,3 +438,154 @@ def test_cuda_matches_reference(dtype: str) -> None:
     nonempty = _assert_matches_stored_reference(got, q, docs, dtype, rtol=1e-4)
     batch = maxsim_batch([torch.from_numpy(q).cuda(), q[:2]], packed)
     np.testing.assert_allclose(batch[0][nonempty], got[nonempty], rtol=1e-5, atol=1e-4)
+
+
+# -- lists of documents read in place (no packing) ----------------------------------------
+
+
+def _awkward_docs(rng: np.random.Generator, dim: int) -> tuple[list[Any], list[np.ndarray]]:
+    """A numpy list of mixed dtypes and layouts, and the fp32 values each document holds."""
+    base = [rng.standard_normal((int(t), dim)).astype(np.float32) for t in (5, 0, 17, 1, 40, 9)]
+    wide = rng.standard_normal((30, 2 * dim)).astype(np.float32)
+    docs: list[Any] = [
+        base[0],  # fp32, read in place
+        base[1],  # zero tokens
+        base[2].astype(np.float16),  # fp16, widened by the kernel
+        base[3].astype(np.float64),  # fp64: a fp32 copy of this document alone
+        base[4][::2],  # rows not contiguous
+        wide[:, ::2],  # columns strided
+        np.asfortranarray(base[5]),  # column-major
+        base[5].astype(">f4"),  # byte-swapped
+        base[4][3:4],  # one row of a larger array
+    ]
+    values = [np.asarray(d, dtype=np.float32) for d in docs]
+    values[2] = base[2].astype(np.float16).astype(np.float32)
+    return docs, values
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_list_of_mixed_dtypes_and_views_matches_reference(kernel: str) -> None:
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal((7, 24)).astype(np.float32)
+    docs, values = _awkward_docs(rng, 24)
+    with _kernel(kernel):
+        got = maxsim(q, docs)
+        as_tuple = maxsim(q, tuple(docs))
+    expected = _ref(q, values)
+    assert np.isneginf(got[1]) and np.isneginf(expected[1])
+    keep = ~np.isneginf(expected)
+    np.testing.assert_allclose(got[keep], expected[keep], rtol=1e-5, atol=_tolerance(q, values))
+    np.testing.assert_array_equal(as_tuple, got)
+    np.testing.assert_allclose(maxsim_reference(q, docs)[keep], expected[keep], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_list_of_torch_tensors_matches_reference(kernel: str) -> None:
+    rng = np.random.default_rng(12)
+    q = rng.standard_normal((9, 16)).astype(np.float32)
+    base = [torch.from_numpy(rng.standard_normal((int(t), 16)).astype(np.float32)) for t in
+            (6, 0, 13, 1, 30, 8, 4)]  # fmt: skip
+    docs = [
+        base[0],
+        base[1],
+        base[2].to(torch.float16),
+        base[3].to(torch.bfloat16),
+        base[4][::3],  # not contiguous
+        base[5].to(torch.float64),
+        base[6].clone().requires_grad_(True),
+    ]
+    values = [d.detach().float().numpy() for d in docs]
+    with _kernel(kernel):
+        got = maxsim(torch.from_numpy(q), docs)
+        batch = maxsim_batch([q, q[:3]], docs)
+    expected = _ref(q, values)
+    keep = ~np.isneginf(expected)
+    assert np.array_equal(np.isneginf(got), ~keep)
+    np.testing.assert_allclose(got[keep], expected[keep], rtol=1e-5, atol=_tolerance(q, values))
+    np.testing.assert_allclose(batch[0], got, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(batch[1][keep], _ref(q[:3], values)[keep], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(ms._native is None, reason="the C kernel is not built")
+def test_list_is_read_in_place_not_packed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32/fp16 numpy and torch lists go to the kernel as they are: nothing is packed."""
+
+    def no_packing(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the list was packed")
+
+    monkeypatch.setattr(ms, "_as_packed", no_packing)
+    rng = np.random.default_rng(13)
+    q = rng.standard_normal((4, 8)).astype(np.float32)
+    docs = [rng.standard_normal((int(t), 8)).astype(np.float32) for t in (3, 0, 11)]
+    docs.append(docs[2].astype(np.float16))
+    np.testing.assert_allclose(maxsim(q, docs)[[0, 2]], _ref(q, docs)[[0, 2]], rtol=1e-5)
+    tdocs = [torch.from_numpy(d) for d in docs]
+    np.testing.assert_allclose(maxsim(q, tdocs), maxsim(q, docs), rtol=1e-6)
+
+
+@pytest.mark.skipif(ms._native is None, reason="the C kernel is not built")
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 5, 149])
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_list_nan_is_found_by_the_kernel(
+    bad: float, where: int, threads: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first document holding a NaN/inf is named, whichever thread scores it; fp16 and
+    torch documents too; a finite value whose products overflow is no error."""
+    monkeypatch.setenv("VLLM_RETRIEVAL_MAXSIM_THREADS", threads)
+    monkeypatch.setattr(ms, "_PARALLEL_MIN_WORK", 0)
+    rng = np.random.default_rng(where)
+    q = rng.standard_normal((40, 16)).astype(np.float32)
+    docs = [rng.standard_normal((int(t), 16)).astype(np.float32) for t in rng.integers(1, 9, 150)]
+    for i in (where, 149):  # and a later one: the first is reported
+        docs[i] = docs[i].copy()
+        docs[i][-1, 3] = bad
+    for kernel in ("auto", "portable"):
+        with _kernel(kernel), pytest.raises(ValueError, match=rf"docs\[{where}\] contains NaN"):
+            maxsim(q, docs)
+    half = [d.astype(np.float16) for d in docs]
+    with pytest.raises(ValueError, match=rf"docs\[{where}\] contains NaN"):
+        maxsim(q, half)
+    bf16 = [torch.from_numpy(d).to(torch.bfloat16) for d in docs]
+    with pytest.raises(ValueError, match=rf"docs\[{where}\] contains NaN"):
+        maxsim(q, bf16)
+    huge = [np.full((2, 16), 3e38, np.float32), np.ones((1, 16), np.float32)]
+    scores = maxsim(np.full((1, 16), 10.0, np.float32), huge)
+    assert scores[0] == np.inf and scores[1] == pytest.approx(160.0)
+
+
+def test_list_without_the_kernel_is_packed_and_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the C kernel a list is packed and scored by the GEMM (torch, or numpy alone)."""
+    monkeypatch.setattr(ms, "_native", None)
+    rng = np.random.default_rng(14)
+    q = rng.standard_normal((5, 24)).astype(np.float32)
+    docs, values = _awkward_docs(rng, 24)
+    expected = _ref(q, values)
+    keep = ~np.isneginf(expected)
+    for prefer_torch in (True, False):
+        monkeypatch.setattr(ms, "PREFER_TORCH", prefer_torch)
+        assert ms.kernel_info().startswith("gemm")
+        got = maxsim(q, docs)
+        np.testing.assert_allclose(got[keep], expected[keep], rtol=1e-5, atol=_tolerance(q, values))
+        with pytest.raises(ValueError, match=r"docs\[1\] contains NaN"):
+            maxsim(q, [docs[0], np.full((2, 24), np.nan, np.float32)])
+
+
+def test_list_bad_input_keeps_the_packing_errors() -> None:
+    """Lists the kernel cannot read are packed, which raises the precise error."""
+    q = np.ones((2, 3), dtype=np.float32)
+    ok = np.ones((4, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match="mix"):
+        maxsim(q, [torch.from_numpy(ok), ok])
+    with pytest.raises(TypeError, match="floating"):
+        maxsim(q, [ok, torch.ones((2, 3), dtype=torch.int32)])
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        maxsim(q, [ok, [[1.0, 2.0, 3.0]]])
+    with pytest.raises(ValueError, match="2-D"):
+        maxsim(q, [ok, np.ones(3, np.float32)])
+    with pytest.raises(ValueError, match=r"docs\[1\] has dim 4, docs\[0\] has 3"):
+        maxsim(q, [ok, np.ones((2, 4), np.float32)])
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        maxsim(q, [torch.ones((2, 5)), torch.ones((1, 5))])
+    with pytest.raises(ValueError, match=r"docs\[0\] contains NaN"):  # before the bad dtype
+        maxsim(q, [np.full((1, 3), np.nan, np.float32), ok.astype(np.int16)])

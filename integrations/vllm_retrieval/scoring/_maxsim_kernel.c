@@ -8,8 +8,15 @@
  *
  * x86-64 CPUs with AVX2+FMA get an intrinsics kernel (chosen at run time, the module itself is
  * built for the baseline ISA); other CPUs get a portable loop the compiler vectorises. The
- * Python caller validates every argument (shapes, dtypes, finiteness, offsets) and splits the
- * documents between threads; this function releases the GIL while it computes.
+ * Python caller splits the documents between threads; the kernels release the GIL.
+ *
+ * Two entry points: max_matrix scores packed documents (one matrix + offsets, validated by the
+ * caller); max_matrix_ptrs scores documents that stay where they lie (a list of arrays, read in
+ * place through a table of pointers, lengths and dtype codes that scan_docs fills from a Python
+ * list without copying a single vector). The pointer kernel checks finiteness as it goes: a
+ * NaN/inf in a document makes every dot product with it non-finite, so each document kernel
+ * folds `dot * 0` into a flag (a few instructions per block of tokens); a flagged document's
+ * values are then checked exactly (a huge finite value whose products overflow is no error).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -109,10 +116,12 @@ static void widen_rows(int kind, const void *vec, const float *scales, int64_t r
 
 /* ---- portable kernel ------------------------------------------------------------------ */
 
-/* One document (rows [0, len) of `doc`) against all Qp query columns of qT [d, Qp]. */
-static void doc_portable(const float *qT, int d, int Qp, const float *doc, int64_t len,
-                         float *out) {
+/* One document (rows [0, len) of `doc`) against all Qp query columns of qT [d, Qp]. Returns
+ * nonzero when some dot product was not finite (the document may hold a NaN/inf). */
+static int doc_portable(const float *qT, int d, int Qp, const float *doc, int64_t len,
+                        float *out) {
     float acc[32];
+    float chk = 0.0f;
     for (int qb = 0; qb < Qp; qb += 32) {
         int w = Qp - qb < 32 ? Qp - qb : 32;
         float *best = out + qb;
@@ -126,8 +135,10 @@ static void doc_portable(const float *qT, int d, int Qp, const float *doc, int64
                 for (int t = 0; t < w; t++) acc[t] += x * row[t];
             }
             for (int t = 0; t < w; t++) best[t] = acc[t] > best[t] ? acc[t] : best[t];
+            chk += acc[0] * 0.0f; /* NaN from here on iff some dot product was NaN/inf */
         }
     }
+    return chk != chk;
 }
 
 /* ---- AVX2 + FMA kernel ---------------------------------------------------------------- */
@@ -136,9 +147,10 @@ static void doc_portable(const float *qT, int d, int Qp, const float *doc, int64
 #define VR_AVX2 __attribute__((target("avx2,fma")))
 
 /* 32 query columns (4 ymm) x 3 document tokens per step: 12 accumulators. */
-VR_AVX2 static void block32(const float *qT, int d, int Qp, int qb, const float *doc, int64_t len,
-                            float *out) {
-    __m256 b0 = _mm256_set1_ps(-INFINITY), b1 = b0, b2 = b0, b3 = b0;
+VR_AVX2 static int block32(const float *qT, int d, int Qp, int qb, const float *doc, int64_t len,
+                           float *out) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 b0 = _mm256_set1_ps(-INFINITY), b1 = b0, b2 = b0, b3 = b0, chk = zero;
     int64_t j = 0;
     for (; j + 3 <= len; j += 3) {
         __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
@@ -169,6 +181,7 @@ VR_AVX2 static void block32(const float *qT, int d, int Qp, int qb, const float 
         b1 = _mm256_max_ps(b1, _mm256_max_ps(a01, _mm256_max_ps(a11, a21)));
         b2 = _mm256_max_ps(b2, _mm256_max_ps(a02, _mm256_max_ps(a12, a22)));
         b3 = _mm256_max_ps(b3, _mm256_max_ps(a03, _mm256_max_ps(a13, a23)));
+        chk = _mm256_add_ps(chk, _mm256_mul_ps(_mm256_add_ps(a00, _mm256_add_ps(a10, a20)), zero));
     }
     for (; j < len; j++) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -185,18 +198,21 @@ VR_AVX2 static void block32(const float *qT, int d, int Qp, int qb, const float 
         b1 = _mm256_max_ps(b1, a1);
         b2 = _mm256_max_ps(b2, a2);
         b3 = _mm256_max_ps(b3, a3);
+        chk = _mm256_add_ps(chk, _mm256_mul_ps(a0, zero));
     }
     float *o = out + qb;
     _mm256_storeu_ps(o, b0);
     _mm256_storeu_ps(o + 8, b1);
     _mm256_storeu_ps(o + 16, b2);
     _mm256_storeu_ps(o + 24, b3);
+    return _mm256_movemask_ps(_mm256_cmp_ps(chk, chk, _CMP_UNORD_Q));
 }
 
 /* 8 query columns (1 ymm) x 4 document tokens per step: the tail when Qp % 32 != 0. */
-VR_AVX2 static void block8(const float *qT, int d, int Qp, int qb, const float *doc, int64_t len,
-                           float *out) {
-    __m256 best = _mm256_set1_ps(-INFINITY);
+VR_AVX2 static int block8(const float *qT, int d, int Qp, int qb, const float *doc, int64_t len,
+                          float *out) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 best = _mm256_set1_ps(-INFINITY), chk = zero;
     int64_t j = 0;
     for (; j + 4 <= len; j += 4) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -210,6 +226,8 @@ VR_AVX2 static void block8(const float *qT, int d, int Qp, int qb, const float *
             a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(v3 + k), w0, a3);
         }
         best = _mm256_max_ps(best, _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
+        chk = _mm256_add_ps(
+            chk, _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)), zero));
     }
     for (; j < len; j++) {
         __m256 a0 = _mm256_setzero_ps();
@@ -218,19 +236,30 @@ VR_AVX2 static void block8(const float *qT, int d, int Qp, int qb, const float *
         for (int k = 0; k < d; k++, w += Qp)
             a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k), _mm256_loadu_ps(w), a0);
         best = _mm256_max_ps(best, a0);
+        chk = _mm256_add_ps(chk, _mm256_mul_ps(a0, zero));
     }
     _mm256_storeu_ps(out + qb, best);
+    return _mm256_movemask_ps(_mm256_cmp_ps(chk, chk, _CMP_UNORD_Q));
 }
 
-VR_AVX2 static void doc_avx2(const float *qT, int d, int Qp, const float *doc, int64_t len,
-                             float *out) {
-    int qb = 0;
-    for (; qb + 32 <= Qp; qb += 32) block32(qT, d, Qp, qb, doc, len, out);
-    for (; qb < Qp; qb += 8) block8(qT, d, Qp, qb, doc, len, out);
+VR_AVX2 static int doc_avx2(const float *qT, int d, int Qp, const float *doc, int64_t len,
+                            float *out) {
+    int qb = 0, flag = 0;
+    for (; qb + 32 <= Qp; qb += 32) flag |= block32(qT, d, Qp, qb, doc, len, out);
+    for (; qb < Qp; qb += 8) flag |= block8(qT, d, Qp, qb, doc, len, out);
+    return flag;
 }
 #endif
 
-typedef void (*doc_fn)(const float *, int, int, const float *, int64_t, float *);
+/* Scores one document into `out`; nonzero when some dot product was not finite. */
+typedef int (*doc_fn)(const float *, int, int, const float *, int64_t, float *);
+
+/* Exact check of a flagged document: every value finite? */
+static int all_finite(const float *x, int64_t count) {
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
 
 static doc_fn pick(int allow_simd) {
 #if VR_X86
@@ -331,7 +360,7 @@ static PyObject *max_matrix(PyObject *self, PyObject *args) {
             widen_rows(kind, vec.buf, have_sc ? (const float *)sc.buf : NULL, s, len, d, tmp);
             doc = tmp;
         }
-        fn(qT, d, Qp, doc, len, row);
+        (void)fn(qT, d, Qp, doc, len, row); /* validated by PackedDocs */
     }
     Py_END_ALLOW_THREADS;
     free(tmp);
@@ -346,6 +375,168 @@ done:
     return result;
 }
 
+/* ---- documents read in place: a table of pointers ------------------------------------ */
+
+PyDoc_STRVAR(scan_docs_doc,
+             "scan_docs(docs, d, ndarray, ptrs, lens, kinds) -> int\n\n"
+             "For each entry of the sequence `docs` that is an `ndarray` instance holding a 2-D "
+             "[T, d] float32 or float16 (native byte order) array with contiguous rows, write "
+             "its data address, T and dtype code (0 fp32, 1 fp16) to ptrs/lens/kinds (int64, "
+             "int64, int8 buffers of len(docs) entries); every other entry gets kind -1 (the "
+             "caller converts or rejects it). Returns the number of kind -1 entries. Nothing is "
+             "copied: the addresses are valid while the caller holds the arrays.");
+
+static PyObject *scan_docs(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *docs_obj, *nd_type, *ptrs_obj, *lens_obj, *kinds_obj;
+    int d;
+    if (!PyArg_ParseTuple(args, "OiOOOO", &docs_obj, &d, &nd_type, &ptrs_obj, &lens_obj,
+                          &kinds_obj))
+        return NULL;
+    if (!PyType_Check(nd_type)) {
+        PyErr_SetString(PyExc_TypeError, "scan_docs: ndarray must be a type");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(docs_obj, "scan_docs: docs must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_buffer pb = {0}, lb = {0}, kb = {0};
+    PyObject *result = NULL;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (get_buffer(ptrs_obj, &pb, 1, "ptrs") || get_buffer(lens_obj, &lb, 1, "lens") ||
+        get_buffer(kinds_obj, &kb, 1, "kinds"))
+        goto done;
+    if (pb.len < n * 8 || lb.len < n * 8 || kb.len < n) {
+        PyErr_SetString(PyExc_ValueError, "scan_docs: output buffers too small");
+        goto done;
+    }
+    int64_t *ptrs = (int64_t *)pb.buf, *lens = (int64_t *)lb.buf;
+    int8_t *kinds = (int8_t *)kb.buf;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t left = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *obj = items[i];
+        Py_buffer v;
+        int kind = -1;
+        Py_INCREF(obj);
+        ptrs[i] = 0;
+        lens[i] = 0;
+        if (PyObject_TypeCheck(obj, (PyTypeObject *)nd_type) &&
+            PyObject_GetBuffer(obj, &v, PyBUF_RECORDS_RO) == 0) {
+            const char *f = v.format;
+            if (v.ndim == 2 && v.shape[1] == d && f != NULL && f[0] != '\0' && f[1] == '\0') {
+                if (f[0] == 'f' && v.itemsize == 4) kind = KIND_F32;
+                if (f[0] == 'e' && v.itemsize == 2) kind = KIND_F16;
+            }
+            if (kind >= 0 && v.shape[0] > 0 &&
+                ((d > 1 && v.strides[1] != v.itemsize) ||
+                 (v.shape[0] > 1 && v.strides[0] != (Py_ssize_t)d * v.itemsize)))
+                kind = -1; /* rows not contiguous: the caller copies this one */
+            if (kind >= 0) {
+                ptrs[i] = (int64_t)(intptr_t)v.buf;
+                lens[i] = (int64_t)v.shape[0];
+            }
+            PyBuffer_Release(&v);
+        } else if (PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        Py_DECREF(obj);
+        kinds[i] = (int8_t)kind;
+        if (kind < 0) left++;
+    }
+    result = PyLong_FromSsize_t(left);
+done:
+    if (pb.obj) PyBuffer_Release(&pb);
+    if (lb.obj) PyBuffer_Release(&lb);
+    if (kb.obj) PyBuffer_Release(&kb);
+    Py_DECREF(seq);
+    return result;
+}
+
+PyDoc_STRVAR(max_matrix_ptrs_doc,
+             "max_matrix_ptrs(qT, d, Qp, ptrs, lens, kinds, lo, hi, out, simd=True) -> int\n\n"
+             "out[(i - lo) * Qp + t] = max_j qT[:, t] . doc_i[j] for documents i in [lo, hi), "
+             "where doc_i is lens[i] contiguous rows of d values at address ptrs[i] in dtype "
+             "kinds[i] (0 fp32, 1 fp16, 2 bf16 bits); -inf for a zero-token document. Returns "
+             "-1, or the first document in [lo, hi) that holds a NaN or inf (scoring stops "
+             "there). The addresses are trusted: the caller holds the arrays.");
+
+static PyObject *max_matrix_ptrs(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *q_obj, *p_obj, *l_obj, *k_obj, *out_obj;
+    int d, Qp, simd = 1;
+    Py_ssize_t lo, hi;
+    if (!PyArg_ParseTuple(args, "OiiOOOnnO|p", &q_obj, &d, &Qp, &p_obj, &l_obj, &k_obj, &lo,
+                          &hi, &out_obj, &simd))
+        return NULL;
+    if (d <= 0 || Qp <= 0 || Qp % 8 != 0 || lo < 0 || hi < lo) {
+        PyErr_SetString(PyExc_ValueError, "max_matrix_ptrs: invalid sizes");
+        return NULL;
+    }
+    Py_buffer q = {0}, pb = {0}, lb = {0}, kb = {0}, out = {0};
+    PyObject *result = NULL;
+    float *tmp = NULL;
+    if (get_buffer(q_obj, &q, 0, "qT") || get_buffer(p_obj, &pb, 0, "ptrs") ||
+        get_buffer(l_obj, &lb, 0, "lens") || get_buffer(k_obj, &kb, 0, "kinds") ||
+        get_buffer(out_obj, &out, 1, "out"))
+        goto done;
+    if (q.len < (Py_ssize_t)d * Qp * 4 || pb.len < hi * 8 || lb.len < hi * 8 || kb.len < hi ||
+        out.len < (Py_ssize_t)(hi - lo) * Qp * 4) {
+        PyErr_SetString(PyExc_ValueError, "max_matrix_ptrs: buffer too small");
+        goto done;
+    }
+    const int64_t *ptrs = (const int64_t *)pb.buf, *lens = (const int64_t *)lb.buf;
+    const int8_t *kinds = (const int8_t *)kb.buf;
+    int64_t maxwide = 0;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        if (lens[i] < 0 || kinds[i] < KIND_F32 || kinds[i] > KIND_BF16 ||
+            (lens[i] > 0 && ptrs[i] == 0)) {
+            PyErr_SetString(PyExc_ValueError, "max_matrix_ptrs: invalid document entry");
+            goto done;
+        }
+        if (kinds[i] != KIND_F32 && lens[i] > maxwide) maxwide = lens[i];
+    }
+    if (maxwide > 0) {
+        tmp = (float *)malloc((size_t)maxwide * (size_t)d * sizeof(float));
+        if (tmp == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    const doc_fn fn = pick(simd);
+    const float *qT = (const float *)q.buf;
+    float *o = (float *)out.buf;
+    Py_ssize_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        const int64_t len = lens[i];
+        float *row = o + (i - lo) * (Py_ssize_t)Qp;
+        if (len == 0) {
+            for (int t = 0; t < Qp; t++) row[t] = -INFINITY;
+            continue;
+        }
+        const void *src = (const void *)(intptr_t)ptrs[i];
+        const float *doc = (const float *)src;
+        if (kinds[i] != KIND_F32) {
+            widen_rows(kinds[i], src, NULL, 0, len, d, tmp);
+            doc = tmp;
+        }
+        if (fn(qT, d, Qp, doc, len, row) && !all_finite(doc, len * (int64_t)d)) {
+            bad = i;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    result = PyLong_FromSsize_t(bad);
+done:
+    free(tmp);
+    if (q.obj) PyBuffer_Release(&q);
+    if (pb.obj) PyBuffer_Release(&pb);
+    if (lb.obj) PyBuffer_Release(&lb);
+    if (kb.obj) PyBuffer_Release(&kb);
+    if (out.obj) PyBuffer_Release(&out);
+    return result;
+}
+
 static PyObject *simd_name(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -357,6 +548,8 @@ static PyObject *simd_name(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"max_matrix", max_matrix, METH_VARARGS, max_matrix_doc},
+    {"max_matrix_ptrs", max_matrix_ptrs, METH_VARARGS, max_matrix_ptrs_doc},
+    {"scan_docs", scan_docs, METH_VARARGS, scan_docs_doc},
     {"simd", simd_name, METH_NOARGS, "The instruction set the kernel uses on this CPU."},
     {NULL, NULL, 0, NULL},
 };

@@ -17,6 +17,13 @@ fp16/bf16/int8 documents are widened one document at a time. The documents are s
 count between ``os.sched_getaffinity`` threads (``VLLM_RETRIEVAL_MAXSIM_THREADS`` overrides);
 the kernel releases the GIL. Memory beyond the inputs is the ``[n, Q_total]`` result.
 
+A **list** of documents is not packed for the kernel: one C pass over the list takes each numpy
+fp32/fp16 array's address and length (a table of pointers), so the kernel reads every document
+where it lies, with no concatenation copy; CPU torch tensors are read in place too, and only a
+document that needs converting (fp64, byte-swapped, non-contiguous rows) is copied, alone. The
+kernel finds NaN/inf as it scores (a non-finite value makes its dot products non-finite), so a
+list costs no validation pass in Python. Other lists (CUDA, no kernel) are packed once.
+
 Without the compiled kernel (no C compiler at install time), on CUDA, or for fp64 documents,
 the corpus is scored in tiles of whole rows: each tile is converted to fp32, multiplied by all
 query token vectors at once (one GEMM, ``[Q_total, tile]``), reduced to one max per
@@ -44,7 +51,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, Literal
@@ -57,6 +64,7 @@ from .packing import (
     _as_packed,
     _check_matrix,
     _check_query,
+    _doc_table,
     _is_torch,
     _to_numpy_f32,
     _torch,
@@ -192,47 +200,87 @@ def _native_docs(vec: Any) -> tuple[Any, int] | None:
     return np.ascontiguousarray(vec), code
 
 
-def _max_matrix_native(q: Any, packed: PackedDocs) -> FloatArray | None:
-    """``[Q_total, n]`` maxima from the fused C kernel, or ``None`` if it does not apply."""
-    if _native is None or _cpu_kernel == "gemm":
-        return None
-    if _is_torch(q) and q.device.type != "cpu":
-        return None
-    docs = _native_docs(packed.vectors)
-    if docs is None:
-        return None
-    vec, kind = docs
+def _query_block(q: Any) -> tuple[FloatArray, int, int, int]:
+    """The query as the kernel's ``qT [d, Qp]`` fp32 (zero columns up to ``Qp % 8 == 0``)."""
     q32 = _to_numpy_f32(q)
     q_total, d = q32.shape
     qp = -(-q_total // 8) * 8
     q_t = np.zeros((d, qp), dtype=np.float32)
     q_t[:, :q_total] = q32.T
-    n = len(packed)
-    offsets = packed.offsets
-    out = np.empty((n, qp), dtype=np.float32)
+    return q_t, q_total, d, qp
+
+
+def _split(run: Callable[[int, int], Any], offsets: IntArray, work: int) -> list[Any]:
+    """``run(lo, hi)`` over the documents, in threads for large work: the results in order."""
+    n = offsets.size - 1
+    threads = _native_threads()
+    if threads == 1 or work < _PARALLEL_MIN_WORK or n < 2:
+        return [run(0, n)]
+    # Chunks of about equal token counts, several per thread so that a thread slowed down by
+    # other processes does not hold the rest back.
+    total = int(offsets[-1])
+    chunks = min(n, threads * 8)
+    bounds = np.searchsorted(offsets, np.linspace(0, total, chunks + 1)[1:-1], side="left")
+    edges = np.unique(np.concatenate([[0], bounds, [n]])).astype(np.int64)
+    pool = _get_pool(threads)
+    futures = [pool.submit(run, int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+    return [f.result() for f in futures]
+
+
+def _native_applies(q: Any) -> bool:
+    return _native is not None and _cpu_kernel != "gemm" and not _on_device(q)
+
+
+def _on_device(x: Any) -> bool:
+    return _is_torch(x) and x.device.type != "cpu"
+
+
+def _max_matrix_native(q: Any, packed: PackedDocs) -> FloatArray | None:
+    """``[Q_total, n]`` maxima from the fused C kernel, or ``None`` if it does not apply."""
+    if not _native_applies(q):
+        return None
+    docs = _native_docs(packed.vectors)
+    if docs is None:
+        return None
+    vec, kind = docs
+    q_t, q_total, d, qp = _query_block(q)
+    out = np.empty((len(packed), qp), dtype=np.float32)
     simd = _cpu_kernel != "portable"
     scales = packed.scales
 
     def run(lo: int, hi: int) -> None:
         assert _native is not None
-        _native.max_matrix(q_t, d, qp, vec, kind, scales, offsets, lo, hi, out[lo:hi], simd)
+        _native.max_matrix(q_t, d, qp, vec, kind, scales, packed.offsets, lo, hi, out[lo:hi], simd)
 
-    threads = _native_threads()
-    work = packed.total_tokens * qp * d
-    if threads == 1 or work < _PARALLEL_MIN_WORK or n < 2:
-        run(0, n)
-    else:
-        # Chunks of about equal token counts, several per thread so that a thread slowed down
-        # by other processes does not hold the rest back.
-        chunks = min(n, threads * 8)
-        bounds = np.searchsorted(
-            offsets, np.linspace(0, packed.total_tokens, chunks + 1)[1:-1], side="left"
+    _split(run, packed.offsets, packed.total_tokens * qp * d)
+    return out[:, :q_total].T
+
+
+def _max_matrix_list(q: Any, docs: Sequence[Any]) -> FloatArray | None:
+    """``[Q_total, n]`` maxima of a list of documents read where they lie (no packing), or
+    ``None`` when the list must be packed (no kernel, CUDA, a document to reject or convert
+    that :func:`_doc_table` leaves to :func:`pack`). NaN/inf raise as :func:`pack` would."""
+    if not _native_applies(q):
+        return None
+    table = _doc_table(docs, int(q.shape[1]), _native)
+    if table is None:
+        return None
+    q_t, q_total, d, qp = _query_block(q)
+    out = np.empty((len(docs), qp), dtype=np.float32)
+    simd = _cpu_kernel != "portable"
+
+    def run(lo: int, hi: int) -> int:
+        assert _native is not None
+        return int(
+            _native.max_matrix_ptrs(
+                q_t, d, qp, table.ptrs, table.lengths, table.kinds, lo, hi, out[lo:hi], simd
+            )
         )
-        edges = np.unique(np.concatenate([[0], bounds, [n]])).astype(np.int64)
-        pool = _get_pool(threads)
-        futures = [pool.submit(run, int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-        for f in futures:
-            f.result()
+
+    offsets = table.offsets
+    bad = [i for i in _split(run, offsets, int(offsets[-1]) * qp * d) if i >= 0]
+    if bad:
+        raise ValueError(f"docs[{min(bad)}] contains NaN or inf")
     return out[:, :q_total].T
 
 
@@ -403,6 +451,13 @@ def maxsim_batch(
         and len(docs) == 0
     ):
         return np.zeros((len(queries), 0), dtype=np.float32)
+    if isinstance(docs, (list, tuple)) and docs:
+        # A list of arrays: read in place by the C kernel (no packing copy) when it applies.
+        stacked, qoff = _stack_queries(queries)
+        _tile_rows(int(stacked.shape[0]), tile_tokens)  # validated whichever kernel runs
+        m = _max_matrix_list(stacked, docs)
+        if m is not None:
+            return _sum_segments(m, qoff, normalize)
     packed = _as_packed(docs)
     if packed.dim != dim:
         raise ValueError(f"dimension mismatch: queries have d={dim}, documents d={packed.dim}")

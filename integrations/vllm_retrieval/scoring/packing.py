@@ -21,8 +21,10 @@ StorageDtype = Literal["float32", "float16", "bfloat16", "int8"]
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
-_NP_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_NP_STORAGE = (*_NP_FLOATS, np.dtype(np.int8))
+
+def _np_float(dtype: np.dtype[Any]) -> bool:
+    """fp16/fp32/fp64 numpy dtypes, in either byte order."""
+    return dtype.kind == "f" and dtype.itemsize in (2, 4, 8)
 
 
 def _torch() -> Any:
@@ -47,7 +49,7 @@ def _kind(x: Any, what: str) -> str:
             return "int8"
         raise TypeError(f"{what} has dtype {x.dtype}; expected a floating dtype")
     if isinstance(x, np.ndarray):
-        if x.dtype in _NP_FLOATS:
+        if _np_float(x.dtype):
             return "float"
         if x.dtype == np.int8:
             return "int8"
@@ -241,6 +243,8 @@ def pack(docs: Sequence[Any], *, dtype: StorageDtype | None = "float32") -> Pack
             cat = cat.to(getattr(torch, _TORCH_NAMES[dtype]))
         return PackedDocs(cat.contiguous(), offsets)
     cat_np = np.concatenate([np.asarray(d).reshape(-1, dim) for d in docs], axis=0)
+    if not cat_np.dtype.isnative:
+        cat_np = cat_np.astype(cat_np.dtype.newbyteorder("="))
     if dtype == "int8":
         q_np, scales = _quantize_int8(cat_np)
         return PackedDocs(q_np, offsets, scales)
@@ -275,3 +279,104 @@ def _as_packed(docs: Any) -> PackedDocs:
 
 
 # -- the kernel ---------------------------------------------------------------------------
+
+
+# -- documents read in place (the list path of the C kernel) ------------------------------
+
+
+@dataclass(frozen=True)
+class _DocTable:
+    """A list of documents as the C kernel reads them where they lie, without copies.
+
+    ``ptrs`` / ``lengths`` / ``kinds`` (``[n]`` int64 / int64 / int8: 0 fp32, 1 fp16,
+    2 bf16 bits) address each document's rows; ``keep`` holds the arrays those addresses point
+    into (the caller's own, plus a converted copy for the few documents that needed one).
+    """
+
+    ptrs: IntArray
+    lengths: IntArray
+    kinds: npt.NDArray[np.int8]
+    keep: list[Any]
+
+    @property
+    def offsets(self) -> IntArray:
+        off = np.zeros(self.lengths.size + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=off[1:])
+        return off
+
+
+def _doc_table(docs: Sequence[Any], dim: int, native: Any) -> _DocTable | None:
+    """The kernel's view of a list of documents, or ``None`` when the list must be packed.
+
+    One C pass (``native.scan_docs``) takes the address, length and dtype of every numpy
+    float32/float16 ``[T, dim]`` array with contiguous rows. The rest are converted one by one
+    (numpy float64, byte-swapped or non-contiguous: a fp32 copy of that document only; CPU torch
+    tensors: read in place, fp64 or non-contiguous ones copied). ``None`` (pack instead, which
+    raises the precise error or handles the case) for anything else: non-arrays, wrong rank or
+    width, non-floating dtypes, numpy and torch mixed, CUDA tensors. NaN/inf are found by the
+    kernel as it scores.
+    """
+    n = len(docs)
+    ptrs = np.empty(n, dtype=np.int64)
+    lengths = np.empty(n, dtype=np.int64)
+    kinds = np.empty(n, dtype=np.int8)
+    keep: list[Any] = [docs]
+    left = native.scan_docs(docs, dim, np.ndarray, ptrs, lengths, kinds)
+    if left and _is_torch(docs[0]):
+        if left != n or not _torch_entries(docs, dim, ptrs, lengths, kinds, keep):
+            return None  # numpy and torch mixed (pack() says so), or a tensor to reject
+    elif left:
+        for i in np.flatnonzero(kinds < 0).tolist():
+            entry = _numpy_entry(docs[i], dim)
+            if entry is None:
+                return None
+            arr, ptrs[i], lengths[i], kinds[i] = entry
+            keep.append(arr)
+    return _DocTable(ptrs, lengths, kinds, keep)
+
+
+def _torch_entries(
+    docs: Sequence[Any],
+    dim: int,
+    ptrs: IntArray,
+    lengths: IntArray,
+    kinds: npt.NDArray[np.int8],
+    keep: list[Any],
+) -> bool:
+    """Fill the table for a list of CPU torch tensors (in place; fp64 or non-contiguous ones
+    are copied); False for anything :func:`pack` must handle or reject."""
+    torch = _torch()
+    f32, f16, bf16, f64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
+    for i, t in enumerate(docs):
+        if not _is_torch(t) or t.dim() != 2 or not t.is_cpu:
+            return False
+        rows, width = t.shape
+        dt = t.dtype
+        if width != dim:
+            return False
+        if dt is f32 or dt is f64:
+            kinds[i] = 0
+        elif dt is f16:
+            kinds[i] = 1
+        elif dt is bf16:
+            kinds[i] = 2
+        else:
+            return False
+        if dt is f64 or not t.is_contiguous():
+            t = t.detach().to(f32 if dt is f64 else dt).contiguous()
+            keep.append(t)
+        ptrs[i] = t.data_ptr()
+        lengths[i] = rows
+    return True
+
+
+def _numpy_entry(doc: Any, dim: int) -> tuple[Any, int, int, int] | None:
+    """``(copy, address, rows, kind)`` of a numpy document the C scan left over: float64,
+    byte-swapped or with non-contiguous rows (``None``: :func:`pack` handles or rejects it)."""
+    if not isinstance(doc, np.ndarray):
+        return None
+    if not _np_float(doc.dtype) or doc.ndim != 2 or doc.shape[1] != dim:
+        return None
+    wide = np.float16 if doc.dtype.itemsize == 2 else np.float32
+    arr = np.ascontiguousarray(doc, dtype=wide)
+    return arr, int(arr.ctypes.data), int(arr.shape[0]), 1 if wide is np.float16 else 0
