@@ -203,3 +203,70 @@ def test_bad_input(encoder: Encoder) -> None:
     with pytest.raises(ValueError, match="document is empty"):
         reranker.explain(QUERY, "")
     assert reranker.score_with_vllm(QUERY, []) == []
+
+
+class _FakeEncoder:
+    """Token vectors derived from the text (no engine): enough for the reranker's plumbing."""
+
+    class model_profile:  # mirrors Encoder.model_profile
+        takes_images = False
+
+    @staticmethod
+    def _tokens(text: str) -> np.ndarray:
+        rng = np.random.default_rng(sum(text.encode()))
+        rows = rng.standard_normal((len(text.split()), 8)).astype(np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def embed_query_tokens(self, text: str) -> np.ndarray:
+        return self._tokens(text)
+
+    def embed_documents_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self._tokens(t) for t in texts]
+
+    async def aembed_query_tokens(self, text: str) -> np.ndarray:
+        return self._tokens(text)
+
+    async def aembed_documents_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self._tokens(t) for t in texts]
+
+
+async def test_arerank_scores_and_hashes_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MaxSim, the cache's content hashing and the token conversion never run on the loop."""
+    import asyncio
+    import threading
+
+    from vllm_retrieval.scoring import reranker as mod
+
+    loop_thread = threading.get_ident()
+    calls: dict[str, list[int]] = {"maxsim": [], "hash": []}
+    real_maxsim, real_key = mod.maxsim, mod._content_key
+
+    def spy_maxsim(*args: Any, **kwargs: Any) -> Any:
+        calls["maxsim"].append(threading.get_ident())
+        with pytest.raises(RuntimeError):
+            asyncio.get_running_loop()  # a worker thread has no running loop
+        return real_maxsim(*args, **kwargs)
+
+    sync = MaxSimReranker.model_construct(encoder=_FakeEncoder(), top_n=None, normalize=False)
+    expected = sync.rerank(QUERY, DOCS)
+
+    def spy_key(doc: Any) -> str:
+        calls["hash"].append(threading.get_ident())
+        return real_key(doc)
+
+    monkeypatch.setattr(mod, "maxsim", spy_maxsim)
+    monkeypatch.setattr(mod, "_content_key", spy_key)
+    reranker = MaxSimReranker.model_construct(
+        encoder=_FakeEncoder(), top_n=None, normalize=False, cache_size=8
+    )
+    given = [None, torch.from_numpy(_FakeEncoder._tokens(DOCS[1])).double(), None, None, None]
+    got = await reranker.arerank(QUERY, DOCS, document_tokens=given)
+    assert calls["maxsim"] and calls["hash"]
+    assert loop_thread not in calls["maxsim"] + calls["hash"]
+    assert [r.index for r in got] == [r.index for r in expected]
+    np.testing.assert_allclose([r.score for r in got], [r.score for r in expected], rtol=1e-5)
+    calls["maxsim"].clear()
+    again = await reranker.arerank(QUERY, DOCS)  # cache hits: still scored off the loop
+    assert again == got and calls["maxsim"] and loop_thread not in calls["maxsim"]

@@ -260,8 +260,8 @@ def _max_matrix_list(q: Any, docs: Sequence[Any]) -> FloatArray | None:
     """``[Q_total, n]`` maxima of a list of documents read where they lie (no packing), or
     ``None`` when the list must be packed (no kernel, CUDA, a document to reject or convert
     that :func:`_doc_table` leaves to :func:`pack`). NaN/inf raise as :func:`pack` would."""
-    if not _native_applies(q):
-        return None
+    if not _native_applies(q) or not hasattr(_native, "max_matrix_ptrs"):
+        return None  # (a kernel built from an older source has only the packed entry point)
     table = _doc_table(docs, int(q.shape[1]), _native)
     if table is None:
         return None

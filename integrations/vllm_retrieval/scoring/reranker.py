@@ -248,13 +248,18 @@ class MaxSimReranker(BaseModel):
         top_n: int | None = None,
         document_tokens: Sequence[FloatArray | None] | None = None,
     ) -> list[RerankResult]:
-        """Async :meth:`rerank`: query and documents are encoded concurrently."""
+        """Async :meth:`rerank`: query and documents are encoded concurrently.
+
+        Nothing heavy runs on the event loop: checking the documents, hashing them for the
+        cache, converting given token vectors and the MaxSim scoring run in a worker thread
+        (``asyncio.to_thread``), the encoding in the engine.
+        """
         query = check_text(query, "query", allow_blank=False)
         docs = await asyncio.to_thread(self._documents, documents)
         n = self._resolve_top_n(top_n)
         if not docs:
             return []
-        known, missing = self._known(docs, document_tokens)
+        known, missing = await asyncio.to_thread(self._known, docs, document_tokens)
         if missing:
             query_tokens, doc_tokens = await asyncio.gather(
                 self.encoder.aembed_query_tokens(query),
