@@ -264,8 +264,9 @@ def tokenizer() -> Any:
     return Encoder(base_url="http://127.0.0.1:9").tokenizer  # no request is made
 
 
-@pytest.fixture
-def stub(tokenizer: Any) -> Iterator[tuple[Stub, str]]:
+@contextlib.contextmanager
+def serve_stub(tokenizer: Any) -> Iterator[tuple[Stub, str]]:
+    """A stub vLLM server on a free local port: its state and its URL (also for other tests)."""
     state = Stub()
     state.tokenizer = tokenizer
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
@@ -280,6 +281,12 @@ def stub(tokenizer: Any) -> Iterator[tuple[Stub, str]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def stub(tokenizer: Any) -> Iterator[tuple[Stub, str]]:
+    with serve_stub(tokenizer) as served:
+        yield served
 
 
 def _raises_within(limit: float, fn: Callable[[], object]) -> RemoteEngineError:
