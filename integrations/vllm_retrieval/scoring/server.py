@@ -16,6 +16,12 @@ def remote_score(encoder: Encoder, query: str, documents: Sequence[str]) -> list
     markers) and scores with normalised token vectors (``use_activation=true``): for plain
     models this equals the local MaxSim of the encoder's token vectors; for ColBERT models,
     whose markers and ``[MASK]`` expansion only the client adds, prefer local MaxSim.
+
+    All scores or an error, never a partial list: failures are typed
+    :class:`~vllm_retrieval.errors.RemoteEngineError` subclasses (``RemoteUnreachableError``,
+    ``RemoteTimeoutError``, ``RemoteAuthError``, ``RemoteModelMismatchError``, and
+    ``RemoteMalformedResponseError`` for an answer with missing, duplicate or out-of-range
+    items), never a bare ``KeyError``.
     """
     query = check_text(query, "query")
     docs = check_texts(documents, "documents")
