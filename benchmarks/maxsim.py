@@ -3,19 +3,25 @@
 Random unit vectors, one query of ``Q`` tokens, documents of ``min_len..max_len`` tokens packed
 into ``--tokens`` document tokens. Prints document tokens per second for
 
-(a) the project's exhaustive MaxSim (:func:`vllm_retrieval.scoring.maxsim.maxsim_topk`) for each
-    storage dtype,
-(b) the naive per-document loop ``torch.matmul(q, d.T).max(dim=1).values.sum()``,
+(a) the call users make first, ``maxsim(q, list_of_doc_arrays)`` (a list of separate fp32
+    arrays, read in place by the kernel), against the same documents packed
+    (``maxsim(q, PackedDocs)``) and the naive per-document loop
+    ``torch.matmul(q, d.T).max(dim=1).values.sum()``: the three sides interleaved, ``--rounds``
+    times, medians and the ratios list ÷ packed, list ÷ naive, packed ÷ naive;
+(b) the project's exhaustive MaxSim (:func:`vllm_retrieval.scoring.maxsim.maxsim_topk`) for each
+    storage dtype (and the tiled-GEMM fallback), with ratios to the naive loop of (a);
 (c) Qdrant Edge's exhaustive multivector MaxSim (on the first ``--qdrant-tokens`` tokens'
     documents: ingestion into Edge is slow, and the project's kernel is re-measured on that
     same subset for the ratio),
 
-the ratios ours ÷ baseline, and whether each top-10 equals the float64 reference's.
+and whether each top-10 equals the float64 reference's.
 
     .venv/bin/python benchmarks/maxsim.py                      # 1 M tokens
     .venv/bin/python benchmarks/maxsim.py --tokens 10000000    # 10 M tokens (~5 GiB fp32)
+    .venv/bin/python benchmarks/maxsim.py --only-list          # (a) alone
 
-Wall times vary with machine load: run it on a quiet machine, and compare ratios.
+Wall times vary with machine load: run it on a quiet machine, and compare ratios (the sides of
+(a) alternate, so load affects them alike).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import numpy as np
 import torch
 
 import vllm_retrieval.scoring.maxsim as ms
-from vllm_retrieval.scoring.maxsim import PackedDocs, kernel_info, maxsim_topk, pack
+from vllm_retrieval.scoring.maxsim import PackedDocs, kernel_info, maxsim, maxsim_topk, pack
 
 TOPK = 10
 
@@ -109,6 +115,55 @@ def naive_loop(q: torch.Tensor, docs: list[torch.Tensor]) -> np.ndarray:
     return scores.numpy()
 
 
+def list_packed_naive(
+    q: np.ndarray, vec: np.ndarray, offsets: np.ndarray, ref: np.ndarray, rounds: int
+) -> dict[str, float]:
+    """(a): ``maxsim`` over a list of separate fp32 arrays vs the same documents packed vs the
+    naive torch loop, interleaved ``rounds`` times; prints and returns the median tokens/s."""
+    n = offsets.size - 1
+    tokens = int(offsets[-1])
+    # Separate arrays, as an encoder returns them (not views of one matrix).
+    docs = [vec[offsets[i] : offsets[i + 1]].copy() for i in range(n)]
+    packed = PackedDocs(vec, offsets)
+    qt = torch.from_numpy(q)
+    docs_t = [torch.from_numpy(d) for d in docs]
+    sides: dict[str, Callable[[], np.ndarray]] = {
+        "list": lambda: maxsim(q, docs),
+        "packed": lambda: maxsim(q, packed),
+        "naive": lambda: naive_loop(qt, docs_t),
+    }
+    status = {}
+    for name, fn in sides.items():  # warm-up, and the top-10 of each side
+        scores = fn()
+        status[name] = top10_status(np.argsort(-scores, kind="stable")[:TOPK], ref)
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    rate = {name: tokens / statistics.median(t) for name, t in times.items()}
+    labels = {
+        "list": "maxsim(q, list of arrays)",
+        "packed": "maxsim(q, PackedDocs)",
+        "naive": "naive torch loop",
+    }
+    for name in sides:
+        spread = ", ".join(f"{tokens / t / 1e6:.2f}" for t in times[name])
+        print(
+            f"  {labels[name]:26s} {rate[name] / 1e6:6.2f} M tok/s  (rounds: {spread})  "
+            f"top-10 vs float64: {status[name]}"
+        )
+    per_round = [p / lst for lst, p in zip(times["list"], times["packed"], strict=True)]
+    print(
+        f"  ratio list / packed = {rate['list'] / rate['packed']:.2f}x "
+        f"(per round: {', '.join(f'{r:.2f}' for r in per_round)}); "
+        f"list / naive = {rate['list'] / rate['naive']:.2f}x; "
+        f"packed / naive = {rate['packed'] / rate['naive']:.2f}x"
+    )
+    return rate
+
+
 def qdrant_edge_run(
     q: np.ndarray, vec: np.ndarray, offsets: np.ndarray, repeats: int
 ) -> tuple[float, np.ndarray, float] | None:
@@ -163,7 +218,10 @@ def main() -> None:
     ap.add_argument("--min-len", type=int, default=20)
     ap.add_argument("--max-len", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--naive-repeats", type=int, default=1, help="runs of the slow loop")
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds of (a) list/packed/naive"
+    )
+    ap.add_argument("--only-list", action="store_true", help="run (a) only")
     ap.add_argument(
         "--dtypes", default="float32,bfloat16,float16,int8", help="storage dtypes to measure"
     )
@@ -201,8 +259,17 @@ def main() -> None:
     ref = reference_scores(q, vec, offsets)
     print(f"float64 reference: {time.perf_counter() - t0:.1f} s")
 
+    print(
+        f"\n(a) maxsim over a list of {n:,} separate fp32 arrays vs the same documents packed vs "
+        f"the naive torch loop; interleaved, median of {args.rounds} rounds"
+    )
+    first = list_packed_naive(q, vec, offsets, ref, args.rounds)
+    naive_rate = first["naive"]
+    if args.only_list:
+        return
+
     rate: dict[str, float] = {}
-    print("\n(a) vllm-retrieval exhaustive MaxSim (maxsim_topk over PackedDocs)")
+    print("\n(b) vllm-retrieval exhaustive MaxSim (maxsim_topk over PackedDocs) per storage dtype")
     for dtype in args.dtypes.split(","):
         t0 = time.perf_counter()
         packed = pack_from(vec, offsets, dtype)
@@ -211,7 +278,8 @@ def main() -> None:
         rate[dtype] = args.tokens / seconds
         print(
             f"  {dtype:9s} {seconds * 1e3:8.1f} ms  {rate[dtype] / 1e6:6.2f} M tok/s  "
-            f"top-10 vs float64: {top10_status(idx, ref)}  (packing {pack_s:.2f} s)"
+            f"top-10 vs float64: {top10_status(idx, ref)}  (packing {pack_s:.2f} s)  "
+            f"ours / naive = {rate[dtype] / naive_rate:.2f}x"
         )
         del packed
     best = max(rate, key=lambda k: rate[k])
@@ -232,20 +300,6 @@ def main() -> None:
             else f"  float32 via the tiled-GEMM fallback {gemm_rate / 1e6:6.2f} M tok/s"
         )
         del packed
-
-    print("\n(b) naive per-document loop: torch.matmul(q, d.T).max(dim=1).values.sum()")
-    qt = torch.from_numpy(q)
-    docs_t = [torch.from_numpy(vec[offsets[i] : offsets[i + 1]]) for i in range(n)]
-    naive_loop(qt, docs_t[:100])  # warm-up on a few documents
-    seconds, scores = timed(lambda: naive_loop(qt, docs_t), args.naive_repeats, warmup=False)
-    naive_rate = args.tokens / seconds
-    naive_idx = np.argsort(-scores, kind="stable")[:TOPK]
-    print(
-        f"  float32   {seconds * 1e3:8.1f} ms  {naive_rate / 1e6:6.2f} M tok/s  "
-        f"top-10 vs float64: {top10_status(naive_idx, ref)}"
-    )
-    for dtype, r in rate.items():
-        print(f"  ratio ours[{dtype}] / naive = {r / naive_rate:.2f}x")
 
     if args.qdrant_tokens > 0:
         sub_n = int(np.searchsorted(offsets, min(args.qdrant_tokens, args.tokens), side="right"))

@@ -316,6 +316,7 @@ def _doc_table(docs: Sequence[Any], dim: int, native: Any) -> _DocTable | None:
     width, non-floating dtypes, numpy and torch mixed, CUDA tensors. NaN/inf are found by the
     kernel as it scores.
     """
+    docs = list(docs)  # a snapshot: the table's arrays stay alive whatever the caller does
     n = len(docs)
     ptrs = np.empty(n, dtype=np.int64)
     lengths = np.empty(n, dtype=np.int64)
