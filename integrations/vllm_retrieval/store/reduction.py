@@ -57,13 +57,13 @@ def pool_tokens(
         if n <= 1 or clusters >= n:
             out.append(mat.copy())
             continue
-        links = hierarchy.linkage(rest.astype(np.float64), method="ward")
+        links = hierarchy.linkage(rest, method="ward")
         labels = hierarchy.fcluster(links, t=clusters, criterion="maxclust") - 1
         count = int(labels.max()) + 1
-        sums = np.zeros((count, rest.shape[1]), dtype=np.float64)
-        np.add.at(sums, labels, rest)
-        means = sums / np.bincount(labels, minlength=count)[:, None]
-        out.append(np.concatenate([head, means.astype(np.float32)]))
+        member = np.zeros((count, n), dtype=np.float32)  # cluster × token membership
+        member[labels, np.arange(n)] = 1.0
+        member /= member.sum(axis=1, keepdims=True)
+        out.append(np.concatenate([head, member @ rest]))
     return out
 
 
