@@ -7,6 +7,10 @@ and then checks every acknowledged id (:func:`run_ingest_child`).
 
 ``python _store_crash_child.py hold STORE_DIR``: open the store and hold it (``READY``) until
 stdin says ``close`` (``CLOSED``) or ``exit`` (:class:`Holder`).
+
+``python _store_crash_child.py append STORE_DIR TAG LOCK_TIMEOUT``: open the store waiting up to
+``LOCK_TIMEOUT`` s for other holders, add 10 documents ``TAG-0..9``, close, print
+``OK <seconds waited for the lock>`` (:func:`spawn_appender`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -65,6 +70,16 @@ def hold(path: str) -> None:
             print("CLOSED", flush=True)
         elif line.strip() == "exit":
             return
+
+
+def append(path: str, tag: str, lock_timeout: float) -> None:
+    t0 = time.perf_counter()
+    with MultiVectorStore(path=path, dim=DIM, lock_timeout=lock_timeout) as store:
+        waited = time.perf_counter() - t0
+        dense, tokens = vectors(zlib.crc32(tag.encode()), 10)
+        ids = [f"{tag}-{j}" for j in range(10)]
+        store.add_encoded([f"doc {i}" for i in ids], dense, tokens, ids=ids)
+    print(f"OK {waited:.3f}", flush=True)
 
 
 # -- the parent's side --------------------------------------------------------------------------
@@ -131,6 +146,11 @@ def run_ingest_child(path: Path, cycle: int, seed: int, kill_after: float) -> li
     return acked
 
 
+def spawn_appender(path: Path, tag: str, lock_timeout: float) -> subprocess.Popen[str]:
+    """Start an ``append`` child (read its ``OK <waited>`` line with ``communicate()``)."""
+    return _spawn("append", str(path), tag, str(lock_timeout))
+
+
 class Holder:
     """Another process holding the embedded store in ``path`` (created if missing)."""
 
@@ -179,6 +199,8 @@ def main() -> None:
         ingest(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1] == "hold":
         hold(sys.argv[2])
+    elif sys.argv[1] == "append":
+        append(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     else:
         raise SystemExit(f"unknown mode {sys.argv[1]!r}")
 

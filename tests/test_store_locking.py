@@ -350,6 +350,25 @@ def test_readers_follow_a_token_index_rebuilt_by_another_process(
         s.close()
 
 
+def test_drop_token_index_drops_only_the_index_found_on_opening(
+    one_server: list[dict[str, Any]],
+) -> None:
+    writer = MultiVectorStore(location=":memory:", collection="docs", dim=DIM)
+    _add(writer, 60)
+    writer.build_token_index(centroids=8)
+    dropper = MultiVectorStore(location=":memory:", collection="docs", drop_token_index=True)
+    assert dropper.token_index is None  # dropped, as asked
+    rebuilt = writer.build_token_index(centroids=8, seed=3)
+    _add(dropper, 2, seed=7, prefix="new")  # follows the new index; does not drop it again
+    dense, tokens = vectors(0, 60)
+    dropper.search_encoded(dense[0], tokens[0], k=3, mode="hybrid")
+    assert dropper.token_index == rebuilt
+    with MultiVectorStore(location=":memory:", collection="docs") as third:
+        assert third.token_index == rebuilt
+    writer.close()
+    dropper.close()
+
+
 def test_bad_sync_interval(one_server: list[dict[str, Any]]) -> None:
     with pytest.raises(ValueError, match="sync_interval"):
         MultiVectorStore(location=":memory:", collection="docs", dim=DIM, sync_interval=-1)

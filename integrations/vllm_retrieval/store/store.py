@@ -185,6 +185,7 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         try:
             self._check_bm25(wanted)
             self._token_index = self._load_token_index()
+            self._drop_token_index = False  # on opening only: never an index built later
             self._bm25 = Bm25Encoder(self.manifest.bm25) if self.manifest.bm25 else None
         except BaseException:
             self._backend.close()

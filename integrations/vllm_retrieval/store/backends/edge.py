@@ -419,11 +419,11 @@ def _open_locked(
     try:
         backend.shard.flush()
         write_manifest_file(manifest_path, manifest)  # the commit point
+        (path / CREATING).unlink()
+        fsync_dir(path)
     except BaseException:
         backend.shard.close()
         raise
-    (path / CREATING).unlink()
-    fsync_dir(path)
     return backend, manifest
 
 
