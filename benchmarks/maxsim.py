@@ -137,10 +137,11 @@ def list_packed_naive(
         scores = fn()
         status[name] = top10_status(np.argsort(-scores, kind="stable")[:TOPK], ref)
     times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(rounds):
-        for name, fn in sides.items():
+    names = list(sides)
+    for r in range(rounds):
+        for name in names[r % 3 :] + names[: r % 3]:  # the order rotates: no side always first
             t0 = time.perf_counter()
-            fn()
+            sides[name]()
             times[name].append(time.perf_counter() - t0)
     rate = {name: tokens / statistics.median(t) for name, t in times.items()}
     labels = {
