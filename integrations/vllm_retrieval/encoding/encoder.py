@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -10,11 +11,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from pydantic import ConfigDict, PrivateAttr
+from typing_extensions import Self
 
 from ..errors import EngineError, require
 from .backends.base import EngineBackend, ImagePrompt, ImageRows, MultimodalBackend
 from .backends.local import EngineSettings
-from .backends.registry import get_engine, get_remote_engine, release_engine
+from .backends.registry import (
+    EngineLease,
+    acquire_engine,
+    acquire_remote_engine,
+    get_remote_engine,
+)
 from .backends.remote import PROBE_TEXT, RemoteEngine, RemoteSettings
 from .images import MultimodalItem, is_image
 from .inputs import LoadedItem, check_images, check_items, check_text, check_texts
@@ -27,6 +34,9 @@ __all__ = ["EncodedText", "Encoder"]
 FloatArray = npt.NDArray[np.float32]
 # Settings that change how requests travel, not the vectors that come back.
 _OPERATIONAL = frozenset({"model", "batch_size", "show_progress", "timeout", "api_key"})
+# Guards every Encoder's lease (taking and giving back a reference is quick; waiting for an
+# engine to start happens outside it).
+_LEASE_LOCK = threading.Lock()
 
 
 class EncodedText:
@@ -46,7 +56,16 @@ class Encoder(EncoderSettings):
     Every ``Encoder`` with the same model and engine settings in a process shares one engine
     (one ``token_embed`` vLLM engine; dense vectors are pooled from the same forward pass).
     Texts longer than the model's limit (``max_length``) are truncated, never rejected.
-    Methods are safe to call from many threads and asyncio tasks at once.
+    Methods are safe to call from many threads and asyncio tasks at once; the async methods
+    tokenise and finish vectors in worker threads, so they never block the event loop.
+
+    **Lifecycle.** An Encoder holds one reference to its shared engine from its first call
+    (or :meth:`start`) until :meth:`close`; the engine stops when the last reference in the
+    process is released, so closing one Encoder never stops an engine another still holds.
+    ``close()`` is idempotent; an Encoder used after ``close()`` takes a new reference (and
+    starts the engine again if nobody held it). ``with Encoder() as enc:`` closes on exit.
+    An Encoder dropped without ``close()`` keeps its reference until
+    :func:`~vllm_retrieval.shutdown_engines` (or process exit).
 
     The fields are :class:`~vllm_retrieval.encoding.settings.EncoderSettings`; the engine is
     an :class:`~vllm_retrieval.encoding.backends.base.EngineBackend` from the process-wide
@@ -58,7 +77,7 @@ class Encoder(EncoderSettings):
     _model_path: str = PrivateAttr(default="")
     _profile: ModelProfile | None = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
-    _engine: EngineBackend | None = PrivateAttr(default=None)
+    _lease: EngineLease[Any] | None = PrivateAttr(default=None)
     _dim: int | None = PrivateAttr(default=None)
     _image_processor: Any = PrivateAttr(default=None)
 
@@ -100,16 +119,41 @@ class Encoder(EncoderSettings):
 
     @property
     def engine(self) -> EngineBackend:
-        """The shared engine (started, and waited for, on first use)."""
-        if self._engine is None:
-            engine: EngineBackend
-            if self.base_url is not None:
-                engine = self.remote_engine()
-            else:
-                engine = get_engine(self.engine_settings)
-            engine.wait_ready()
-            self._engine = engine
-        return self._engine
+        """The shared engine (acquired, started and waited for on first use)."""
+        lease = self._lease
+        if lease is None or not lease.active:
+            with _LEASE_LOCK:
+                old = lease = self._lease
+                if lease is None or not lease.active:
+                    lease = self._acquire()
+                    self._lease = lease
+            if old is not None and old is not lease:
+                old.release()  # its engine was shut down or crashed
+        try:
+            lease.engine.wait_ready()  # at once when started
+        except BaseException:
+            self._drop(lease)  # a failed start holds nothing
+            raise
+        engine: EngineBackend = lease.engine
+        return engine
+
+    def _acquire(self) -> EngineLease[Any]:
+        if self.base_url is None:
+            return acquire_engine(self.engine_settings)
+        settings, probe, tokenize = self._remote_settings()
+        return acquire_remote_engine(settings, probe_ids=probe, local_tokenize=tokenize)
+
+    def _drop(self, lease: EngineLease[Any]) -> None:
+        with _LEASE_LOCK:
+            if self._lease is lease:
+                self._lease = None
+        lease.release()
+
+    @property
+    def holds_engine(self) -> bool:
+        """Whether this Encoder holds a reference to a running engine now."""
+        lease = self._lease
+        return lease is not None and lease.active
 
     def same_vectors(self, other: Encoder) -> bool:
         """Whether ``other`` gives the same vectors for the same input (model, prompts,
@@ -127,6 +171,10 @@ class Encoder(EncoderSettings):
         ``options`` are further :class:`~vllm_retrieval.encoding.backends.remote.RemoteSettings`
         fields (``transfer``, ``max_concurrency``, ``max_retries``, ...).
         """
+        settings, probe, tokenize = self._remote_settings(**options)
+        return get_remote_engine(settings, probe_ids=probe, local_tokenize=tokenize)
+
+    def _remote_settings(self, **options: Any) -> tuple[RemoteSettings, list[int], Any]:
         if self.base_url is None:
             raise ValueError("remote_engine() needs an Encoder(base_url=...)")
         settings = RemoteSettings(
@@ -139,20 +187,35 @@ class Encoder(EncoderSettings):
             **options,
         )
         tok = self._tokenizer
-        return get_remote_engine(
-            settings,
-            probe_ids=self.token_ids([PROBE_TEXT], is_query=False)[0],
-            local_tokenize=lambda text: [
-                int(i) for i in tok(text, add_special_tokens=False)["input_ids"]
-            ],
-        )
+
+        def local_tokenize(text: str) -> list[int]:
+            return [int(i) for i in tok(text, add_special_tokens=False)["input_ids"]]
+
+        return settings, self.token_ids([PROBE_TEXT], is_query=False)[0], local_tokenize
 
     def close(self) -> None:
-        """Stop this encoder's in-process engine (shared: every Encoder using it is affected;
-        they restart it on their next call)."""
-        if self.base_url is None:
-            release_engine(self.engine_settings)
-        self._engine = None
+        """Release this Encoder's reference to the shared engine (idempotent).
+
+        The engine stops only when no other Encoder holds it; this Encoder takes a new
+        reference if it is used again.
+        """
+        with _LEASE_LOCK:
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
+    def __copy__(self) -> Self:
+        """A copy (``model_copy``) shares the tokenizer, not the engine reference: it takes
+        its own on first use, so closing one never releases the other's."""
+        twin = super().__copy__()
+        twin._lease = None
+        return twin
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def start(self) -> Encoder:
         """Start (or join) the shared engine now rather than on the first call."""
@@ -219,24 +282,41 @@ class Encoder(EncoderSettings):
                 bar.close()
         return [self._finish(i, r, is_query=is_query) for i, r in zip(ids, rows, strict=True)]
 
-    async def aencode(self, texts: Sequence[str], *, is_query: bool = False) -> list[EncodedText]:
-        """Async :meth:`encode`: waits on the engine without blocking the event loop."""
+    def _prepare(
+        self, texts: Sequence[str], is_query: bool
+    ) -> tuple[EngineBackend | None, list[list[int]]]:
+        """Validate and tokenise (in a worker thread for the async path); the engine too."""
         items = check_texts(texts, "queries" if is_query else "texts")
         if not items:
+            return None, []
+        return self.engine, self.token_ids(items, is_query=is_query)
+
+    def _finish_all(
+        self, ids: list[list[int]], rows: list[FloatArray], is_query: bool
+    ) -> list[EncodedText]:
+        return [self._finish(i, r, is_query=is_query) for i, r in zip(ids, rows, strict=True)]
+
+    async def aencode(self, texts: Sequence[str], *, is_query: bool = False) -> list[EncodedText]:
+        """Async :meth:`encode`: validation, tokenisation and pooling run in worker threads
+        and the engine is awaited, so the event loop is never blocked."""
+        engine, ids = await asyncio.to_thread(self._prepare, texts, is_query)
+        if engine is None:
             return []
-        if self._engine is None:
-            await asyncio.to_thread(self.start)
-        ids = self.token_ids(items, is_query=is_query)
-        asubmit = getattr(self._engine, "asubmit", None)  # native async backends (remote)
+        asubmit = getattr(engine, "asubmit", None)  # native async backends (remote)
+        bs = self.batch_size
         if asubmit is not None:
-            bs = self.batch_size
             parts = await asyncio.gather(
                 *(asubmit(ids[i : i + bs]) for i in range(0, len(ids), bs))
             )
         else:
-            parts = await asyncio.gather(*(asyncio.wrap_future(f) for f in self._submit(ids)))
+            parts = await asyncio.gather(
+                *(
+                    asyncio.wrap_future(engine.submit(ids[i : i + bs]))
+                    for i in range(0, len(ids), bs)
+                )
+            )
         rows = [r for part in parts for r in part]
-        return [self._finish(i, r, is_query=is_query) for i, r in zip(ids, rows, strict=True)]
+        return await asyncio.to_thread(self._finish_all, ids, rows, is_query)
 
     # -- images and text+image items (vision-language models) --------------------------------
 
@@ -349,12 +429,10 @@ class Encoder(EncoderSettings):
         loaded = await asyncio.to_thread(check_items, items, "queries" if is_query else "items")
         if all(isinstance(it, str) for it in loaded):
             return await self.aencode(loaded, is_query=is_query)  # type: ignore[arg-type]
-        if self._engine is None:
-            await asyncio.to_thread(self.start)
-        engine = self._image_engine()
+        engine = await asyncio.to_thread(self._image_engine)
         texts, ids, images, prompts = await asyncio.to_thread(self._split, loaded, is_query)
         bs = self.batch_size
-        futures = [*self._submit(ids)] if ids else []
+        futures = [engine.submit(ids[s : s + bs]) for s in range(0, len(ids), bs)]
         image_futures = [
             engine.submit_images(prompts[s : s + bs]) for s in range(0, len(prompts), bs)
         ]
@@ -362,7 +440,9 @@ class Encoder(EncoderSettings):
         iparts = await asyncio.gather(*(asyncio.wrap_future(f) for f in image_futures))
         text_rows = [r for p in parts for r in p]
         image_rows = [r for p in iparts for r in p]
-        return self._merge(loaded, is_query, texts, ids, text_rows, images, image_rows)
+        return await asyncio.to_thread(
+            self._merge, loaded, is_query, texts, ids, text_rows, images, image_rows
+        )
 
     def _items(self, texts: Sequence[Any], is_query: bool) -> bool:
         """Whether ``texts`` holds image items (and the model takes them)."""
