@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from typing_extensions import Self
 
 from ..encoding import ENCODER_FIELDS, Encoder, EncoderSettings
 
@@ -22,7 +24,12 @@ class VLLMEmbeddings(EncoderSettings, Embeddings):
     building several ``VLLMEmbeddings`` is cheap after the first engine start.
 
     Vectors are L2-normalised lists of plain Python floats. ``aembed_documents`` and
-    ``aembed_query`` wait on the engine without blocking the event loop.
+    ``aembed_query`` wait on the engine without blocking the event loop (tokenisation and
+    conversion run in worker threads).
+
+    :meth:`close` (or ``with VLLMEmbeddings() as emb:``) releases the engine reference of an
+    Encoder built here; an ``encoder=`` passed in stays yours (close it yourself). Either
+    way other users of the engine are not affected.
 
     Example:
         ```python
@@ -39,6 +46,7 @@ class VLLMEmbeddings(EncoderSettings, Embeddings):
         default=None,
         description="A shared core Encoder; built from the settings fields when not given.",
     )
+    _owns_encoder: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
     def _build_encoder(self) -> VLLMEmbeddings:
@@ -52,7 +60,20 @@ class VLLMEmbeddings(EncoderSettings, Embeddings):
                 object.__setattr__(self, name, getattr(self.encoder, name))
             return self
         self.encoder = Encoder(**self.settings())
+        self._owns_encoder = True
         return self
+
+    def close(self) -> None:
+        """Release the engine reference of the Encoder built here (idempotent); an
+        ``encoder=`` passed in is left open."""
+        if self._owns_encoder and self.encoder is not None:
+            self.encoder.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def core_encoder(self) -> Encoder:
@@ -72,7 +93,8 @@ class VLLMEmbeddings(EncoderSettings, Embeddings):
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async :meth:`embed_documents`; does not block the event loop."""
-        vectors: list[list[float]] = (await self.core_encoder.aembed_documents(texts)).tolist()
+        matrix = await self.core_encoder.aembed_documents(texts)
+        vectors: list[list[float]] = await asyncio.to_thread(matrix.tolist)
         return vectors
 
     async def aembed_query(self, text: str) -> list[float]:
@@ -90,5 +112,6 @@ class VLLMEmbeddings(EncoderSettings, Embeddings):
     async def aembed_image(self, uris: list[str]) -> list[list[float]]:
         """Async :meth:`embed_image`; does not block the event loop."""
         images = [u if u.startswith("data:") else Path(u) for u in uris]
-        vectors: list[list[float]] = (await self.core_encoder.aembed_images(images)).tolist()
+        matrix = await self.core_encoder.aembed_images(images)
+        vectors: list[list[float]] = await asyncio.to_thread(matrix.tolist)
         return vectors

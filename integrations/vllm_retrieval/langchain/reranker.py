@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from typing_extensions import Self
 
 from ..encoding import Encoder
 from ..scoring import MaxSimReranker
@@ -49,6 +50,10 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
     ``page_content`` — are scored on their **stored** token vectors; only the others are
     encoded (with the query, in one batched call). The ranking is the same, minus the
     forward passes. The store and the reranker must encode alike (same model and settings).
+
+    :meth:`close` (or ``with``) releases the engine reference of an Encoder built here; an
+    ``encoder=``, ``reranker=`` or ``store=`` passed in stays yours. The async path
+    (``acompress_documents``) tokenises and scores in worker threads, never on the loop.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -74,6 +79,7 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
         default=None,
         description="Metadata key with the store id (None: Document.id) when store= is set.",
     )
+    _owned_encoder: Encoder | None = PrivateAttr(default=None)
 
     @field_validator("store", mode="before")
     @classmethod
@@ -86,7 +92,9 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
     def _build_reranker(self) -> VLLMMaxSimReranker:
         if self.reranker is None:
             encoder = self.encoder or (self.store.encoder if self.store is not None else None)
-            self.reranker = MaxSimReranker(encoder=encoder or Encoder())
+            if encoder is None:
+                encoder = self._owned_encoder = Encoder()
+            self.reranker = MaxSimReranker(encoder=encoder)
         elif self.encoder is not None and self.encoder is not self.reranker.encoder:
             raise ValueError("pass either reranker= or encoder=, not both")
         if self.store is not None and not self.store.encoder.same_vectors(self.reranker.encoder):
@@ -95,6 +103,17 @@ class VLLMMaxSimReranker(BaseDocumentCompressor):
                 "token vectors cannot be reused (pass the store's encoder, or no store)"
             )
         return self
+
+    def close(self) -> None:
+        """Release the engine reference of the Encoder built here (idempotent)."""
+        if self._owned_encoder is not None:
+            self._owned_encoder.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def core_reranker(self) -> MaxSimReranker:

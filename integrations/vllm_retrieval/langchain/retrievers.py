@@ -11,6 +11,7 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
+from typing_extensions import Self
 
 from ..store import Fusion, Mode, MultiVectorStore, SearchHit, Signal
 
@@ -50,7 +51,11 @@ class VLLMMultiVectorRetriever(BaseRetriever):
     per call: ``retriever.invoke(query, k=3, filter={...})``.
 
     Documents carry the store id as ``Document.id``, their metadata, and the score in
-    ``metadata["relevance_score"]``.
+    ``metadata["relevance_score"]``. The async path encodes the query and searches in
+    worker threads, never on the event loop.
+
+    The store (and its encoder) is the caller's: :meth:`close` (or ``with``) leaves both
+    open, so a retriever in a ``with`` block never stops what other components share.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -83,6 +88,15 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         # Accept a VLLMMultiVectorStore (the LangChain wrapper) for its core store.
         inner = getattr(value, "store", None)
         return inner if isinstance(inner, MultiVectorStore) else value
+
+    def close(self) -> None:
+        """Nothing of its own to release: the store passed in stays open (idempotent)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _search_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
         unknown = set(overrides) - _SEARCH_KEYS - _IGNORED_KEYS

@@ -169,11 +169,14 @@ class VLLMMultiVectorStore(VectorStore):
                 raise ValueError("pass either encoder= or embedding=, not both")
             encoder = embedding.core_encoder
         self._owns_store = store is None
+        self._owned_encoder: Encoder | None = None
         if store is None:
             targets = ("path", "url", "location", "client_path")
             if all(store_kwargs.get(t) is None for t in targets):
                 store_kwargs["location"] = ":memory:"
-            store = MultiVectorStore(encoder=encoder or Encoder(), **store_kwargs)
+            if encoder is None:
+                encoder = self._owned_encoder = Encoder()
+            store = MultiVectorStore(encoder=encoder, **store_kwargs)
         elif store_kwargs or encoder is not None:
             raise ValueError("store= was given: pass no encoder or store arguments with it")
         self.store = store
@@ -227,9 +230,12 @@ class VLLMMultiVectorStore(VectorStore):
         return self._embeddings
 
     def close(self) -> None:
-        """Close the core store if this object created it (idempotent)."""
+        """Close the core store if this object created it, and release the engine reference
+        of an Encoder created here (idempotent)."""
         if self._owns_store:
             self.store.close()
+        if self._owned_encoder is not None:
+            self._owned_encoder.close()
 
     def __enter__(self) -> Self:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from copy import copy
 from pathlib import Path
@@ -14,6 +15,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import ImageType
 from pydantic import create_model
+from typing_extensions import Self
 
 from ..encoding import (
     DEFAULT_MODEL,
@@ -102,9 +104,14 @@ class VLLMEmbedding(_EmbeddingBase):
     here are handed to it (:mod:`~vllm_retrieval.llama_index.handoff`), so a node embedded
     by ``VectorStoreIndex`` or an ``IngestionPipeline`` is not run through the model again
     when the store writes it.
+
+    :meth:`close` (or ``with VLLMEmbedding() as emb:``) releases the engine reference of an
+    Encoder built here; an ``encoder=`` passed in stays yours. The async methods tokenise and
+    convert in worker threads, never on the event loop.
     """
 
     _encoder: Encoder = PrivateAttr()
+    _owns_encoder: bool = PrivateAttr(default=False)
 
     def __init__(
         self,
@@ -148,6 +155,19 @@ class VLLMEmbedding(_EmbeddingBase):
             fields["callback_manager"] = callback_manager
         super().__init__(**fields)
         self._encoder = enc
+        self._owns_encoder = enc is not encoder
+
+    def close(self) -> None:
+        """Release the engine reference of the Encoder built here (idempotent); an
+        ``encoder=`` passed in is left open."""
+        if self._owns_encoder:
+            self._encoder.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def class_name(cls) -> str:
@@ -179,7 +199,7 @@ class VLLMEmbedding(_EmbeddingBase):
     # -- async (waits on the engine without blocking the event loop) ---------------------
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return _as_list(await self._encoder.aembed_query(query))
+        return _as_list(await self._encoder.aembed_query(query))  # one vector: cheap
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
         return (await self._aget_text_embeddings([text]))[0]
@@ -187,7 +207,8 @@ class VLLMEmbedding(_EmbeddingBase):
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return self._dense(texts, await self._encoder.aencode(texts))
+        encoded = await self._encoder.aencode(texts)
+        return await asyncio.to_thread(self._dense, texts, encoded)
 
     # -- images (a vision-language model, e.g. profile="jina-v4") ----------------------------
 
@@ -215,4 +236,4 @@ class VLLMEmbedding(_EmbeddingBase):
         if not img_file_paths:
             return []
         images = [self._image(i) for i in img_file_paths]
-        return _as_lists(await self._encoder.aembed_images(images))
+        return await asyncio.to_thread(_as_lists, await self._encoder.aembed_images(images))

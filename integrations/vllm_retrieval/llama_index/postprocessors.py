@@ -14,6 +14,7 @@ from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from typing_extensions import Self
 
 from ..store import MultiVectorStore, stored_tokens
 
@@ -57,6 +58,10 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
     copies of the nodes. With ``keep_retrieval_score`` the copy's
     ``metadata["retrieval_score"]`` holds the score the node came in with.
 
+    :meth:`close` (or ``with``) releases the engine reference of an Encoder built here; an
+    ``encoder=``, ``reranker=`` or ``store=`` passed in stays yours. The async path
+    tokenises and scores in worker threads, never on the event loop.
+
     Example:
         .. code-block:: python
 
@@ -79,6 +84,7 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
 
     _reranker: MaxSimReranker = PrivateAttr()
     _store: MultiVectorStore | None = PrivateAttr(default=None)
+    _owned_encoder: Encoder | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -100,12 +106,16 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         if reranker is not None and (encoder is not None or normalize or cache_size):
             raise ValueError("pass either reranker= or encoder=/normalize=/cache_size=, not both")
         core_store = _core_store(store)
+        owned: Encoder | None = None
         if reranker is None:
             from ..encoding import Encoder
             from ..scoring import MaxSimReranker
 
             if encoder is None:
-                encoder = core_store.encoder if core_store is not None else Encoder()
+                if core_store is not None:
+                    encoder = core_store.encoder
+                else:
+                    encoder = owned = Encoder()
             reranker = MaxSimReranker(encoder=encoder, normalize=normalize, cache_size=cache_size)
         if core_store is not None and not core_store.encoder.same_vectors(reranker.encoder):
             raise ValueError(
@@ -127,6 +137,18 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         super().__init__(**fields)
         self._reranker = reranker
         self._store = core_store
+        self._owned_encoder = owned
+
+    def close(self) -> None:
+        """Release the engine reference of the Encoder built here (idempotent)."""
+        if self._owned_encoder is not None:
+            self._owned_encoder.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def class_name(cls) -> str:
@@ -227,7 +249,7 @@ class VLLMMaxSimRerank(BaseNodePostprocessor):
         query_bundle = self._check_query(query_bundle)
         if not nodes:
             return []
-        texts = self._texts(nodes)
+        texts = await asyncio.to_thread(self._texts, nodes)
         self._start(nodes, query_bundle)
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)

@@ -18,6 +18,7 @@ from llama_index.core.schema import (
     QueryBundle,
 )
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+from typing_extensions import Self
 
 from ..store import FUSIONS, MODES, Fusion, Mode, Signal
 from .filters import to_store_filter
@@ -167,6 +168,11 @@ class VLLMMultiVectorRetriever(BaseRetriever):
     metadata, relationships) when :class:`VLLMMultiVectorStore` wrote it, else a
     ``TextNode`` with the stored id, text and metadata.
 
+    The store passed in (and its encoder) is the caller's: :meth:`close` (or ``with``)
+    leaves it open. A retriever made by :meth:`from_documents` without ``store=`` owns the
+    store it built (and the Encoder, without ``encoder=``): ``close`` closes them. The async
+    path (``aretrieve``) encodes the query and searches in worker threads, never on the loop.
+
     Example:
         .. code-block:: python
 
@@ -206,6 +212,8 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         if fusion is not None and fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)} or None; got {fusion!r}")
         self._store = store
+        self._owned_store: MultiVectorStore | None = None
+        self._owned_encoder: Encoder | None = None
         self.similarity_top_k = similarity_top_k
         self.mode: SearchMode | None = mode
         self.candidates = candidates
@@ -233,11 +241,44 @@ class VLLMMultiVectorRetriever(BaseRetriever):
         store_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> VLLMMultiVectorRetriever:
-        """Index Documents/Nodes (:func:`build_store_from_documents`) and retrieve over them."""
-        built = build_store_from_documents(
-            docs_or_nodes, store, encoder=encoder, path=path, **(store_kwargs or {})
-        )
-        return cls(built, **kwargs)
+        """Index Documents/Nodes (:func:`build_store_from_documents`) and retrieve over them.
+
+        Without ``store=`` the retriever owns the store it builds (and, without
+        ``encoder=``, its Encoder): :meth:`close` closes them."""
+        owned_encoder: Encoder | None = None
+        if store is None and encoder is None:
+            from ..encoding import Encoder
+
+            encoder = owned_encoder = Encoder()
+        try:
+            built = build_store_from_documents(
+                docs_or_nodes, store, encoder=encoder, path=path, **(store_kwargs or {})
+            )
+        except BaseException:
+            if owned_encoder is not None:
+                owned_encoder.close()
+            raise
+        retriever = cls(built, **kwargs)
+        if store is None:
+            retriever._owned_store = built
+        retriever._owned_encoder = owned_encoder
+        return retriever
+
+    def close(self) -> None:
+        """Close what :meth:`from_documents` built here (idempotent); a store passed in stays
+        open."""
+        store, self._owned_store = self._owned_store, None
+        encoder, self._owned_encoder = self._owned_encoder, None
+        if store is not None:
+            store.close()
+        if encoder is not None:
+            encoder.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def store(self) -> MultiVectorStore:

@@ -20,6 +20,7 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
+from typing_extensions import Self
 
 from ..encoding import EncodedText, Encoder
 from ..errors import StoreError
@@ -140,6 +141,7 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
 
     _store: MultiVectorStore = PrivateAttr()
     _owns_store: bool = PrivateAttr(default=False)
+    _owned_encoder: Encoder | None = PrivateAttr(default=None)
     _subscription: Subscription | None = PrivateAttr(default=None)
 
     def __init__(
@@ -182,18 +184,20 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
         }
         super().__init__(**fields)
         owns = store is None
+        owned: Encoder | None = None
         if store is None:
             targets = ("path", "url", "location", "client_path")
             if all(store_kwargs.get(t) is None for t in targets):
                 store_kwargs["location"] = ":memory:"
             path = store_kwargs.get("path")
             if encoder is None and (path is None or not Path(path, MANIFEST_NAME).is_file()):
-                encoder = Encoder()  # a store on disk reopens with its recorded settings
+                encoder = owned = Encoder()  # a store on disk reopens with its settings
             store = MultiVectorStore(encoder=encoder, **store_kwargs)
         elif store_kwargs or encoder is not None:
             raise ValueError("store= was given: pass no encoder or store arguments with it")
         self._store = store
         self._owns_store = owns
+        self._owned_encoder = owned
         if token_cache_bytes > 0:
             try:
                 encoder = store.encoder
@@ -223,6 +227,14 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
             self._subscription = None
         if self._owns_store:
             self._store.close()
+        if self._owned_encoder is not None:
+            self._owned_encoder.close()  # the engine reference of the Encoder made here
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- writing ---------------------------------------------------------------------------
 
