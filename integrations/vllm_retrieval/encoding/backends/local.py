@@ -13,10 +13,13 @@ gives both the dense vector and the token vectors.
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import queue
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -31,16 +34,53 @@ __all__ = [
     "EngineSettings",
     "SharedEngine",
     "fast_bf16_cpu",
+    "quiet_engine_logs",
     "resolve_dtype",
 ]
 
+# Quiet: vLLM's INFO and WARNING lines (start-up notes, "[shutdown] force killing" ...) and
+# torch's C++ warnings. vLLM reads these once, at import: set them before the engine starts.
+QUIET_ENV = {
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
+    "PYTHONWARNINGS": "ignore::FutureWarning",  # vLLM's about torch internals
+}
 
+
+def quiet_engine_logs(quiet: bool = True) -> None:
+    """Keep vLLM's and torch's start-up and shutdown logs out of a program's output.
+
+    For programs that print results (the CLI without ``-v``, ``make demo``); a variable the
+    user set wins. Call before the first engine starts; ``quiet=False`` does nothing.
+    """
+    if not quiet:
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    # Some of vLLM's lines are logged while it is imported, before it reads the variable
+    level = logging.getLevelName(os.environ["VLLM_LOGGING_LEVEL"].upper())
+    logging.getLogger("vllm").setLevel(level if isinstance(level, int) else logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")
+
+
+_MP_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 # CPU defaults measured on a 2-core, 24 GiB machine (see README, "Engine settings").
 _CPU_ENV_DEFAULTS = {
     # Encoder-only pooling models use no KV cache worth the name; 1 GiB passes the NUMA check.
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_NO_USAGE_STATS": "1",
+    # The engine core in this process (on the engine thread), not in a process of its own
+    # that imports vLLM and torch again (benchmarks/startup.py). Several engines, and
+    # restarts, work in one process; set it to 1 for vLLM's separate engine process.
+    _MP_ENV: "0",
 }
+# ``vllm.LLM`` arguments on CPU: the model runs in the engine core's process instead of one
+# more worker process (another vLLM and torch import) — one process instead of three.
+_CPU_ENGINE_KWARGS: dict[str, Any] = {"distributed_executor_backend": "uni"}
+# In-process engine: freeze the objects that exist before the engine starts, so that vLLM's
+# full garbage collections while loading (and its own gc.freeze after) do not walk the
+# heap of vLLM's and torch's modules (seconds on 2 cores). vLLM freezes the heap anyway.
+_FREEZE_GC = True
 
 
 # The default dtype when ``dtype`` is not given (e.g. ``float32`` for exact parity runs).
@@ -231,14 +271,20 @@ class SharedEngine:
             "runner": "pooling",
             "pooler_config": PoolerConfig(task="token_embed", use_activation=False),
             "dtype": self.settings.dtype,
+            # CPU: no torch.compile (mode none), so no compile warm-up or profiling run
             "enforce_eager": not cuda,
             "seed": 0,
+            "use_tqdm_on_load": False,  # a bar for a sub-second load is only noise
         }
         if self.settings.max_model_len is not None:
             kwargs["max_model_len"] = self.settings.max_model_len
         if cuda:
             kwargs["gpu_memory_utilization"] = 0.5
+        else:
+            kwargs.update(_CPU_ENGINE_KWARGS)
         kwargs.update(json.loads(self.settings.extra))
+        if _FREEZE_GC and os.environ.get(_MP_ENV) == "0":
+            gc.freeze()
         return vllm.LLM(**kwargs)
 
     def _run(self) -> None:
