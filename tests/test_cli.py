@@ -1,14 +1,17 @@
 """The ``vllm-retrieval`` command line, driven as a user would: real subprocesses, real engine.
 
 Each engine start costs tens of seconds on small CPUs, so the engine-using commands run in two
-processes: ``index`` on part of a corpus, then one ``steps`` process (a hidden subcommand that
-runs several command lines in one process) doing the resumed ``index``, three ``search`` calls
-and two ``eval`` calls. The error cases fail before any engine starts.
+processes: ``index`` on part of a corpus (quiet: no vLLM logs), then one ``steps`` process (a
+hidden subcommand that runs several command lines in one process; its first step has ``-v``,
+so vLLM's logs show) doing the resumed ``index``, ``search`` calls (one query, several, from a
+file and from standard input) and two ``eval`` calls. The error cases fail before any engine
+starts.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,10 +99,24 @@ def _cli() -> list[str]:
     return [sys.executable, "-m", "vllm_retrieval.cli"]
 
 
-def _run(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, timeout: float = 1800, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_cli(), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*_cli(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=stdin if stdin is not None else "",
+        env=env,
     )
+
+
+# A vLLM log line: "(EngineCore pid=12) INFO 12-02 21:57:19 [core.py:402] ..." (also WARNING)
+VLLM_LOG = re.compile(r"\b(INFO|WARNING) \d\d-\d\d \d\d:\d\d:\d\d \[")
+FILE_QUERIES = ["Which enzyme edits genes?", "", "  why does iron turn orange in the rain  "]
+STDIN_QUERIES = "what moves the sea level twice a day\nhow do you make bread rise\n"
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +151,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -> di
     sub = load_beir(scifact_dir, "train").subset(30, 150)
     _write_beir(root / "scifact_sub", sub, "train")
     index = root / "index"
+    qfile = root / "queries.txt"
+    qfile.write_text("\n".join(FILE_QUERIES) + "\n")
 
     first = _run("index", "--index", str(index), str(root / "part.jsonl"), str(notes), *CHUNKING)
     assert first.returncode == 0, first.stderr[-3000:]
 
     steps = [
-        f"index --index {index} {beir / 'corpus.jsonl'}",
+        f"index --index {index} {beir / 'corpus.jsonl'} -v",
         f"search --index {index} 'Which enzyme edits genes?' -k 3",
         f"search --index {index} 'how do you make bread rise' -k 5 --mode dense --json "
         "--filter topic=cooking --filter 'year>=2000'",
@@ -152,8 +171,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -> di
         f"search --index {index} 'Which enzyme edits genes?' -k 3 --mode bm25 --json",
         f"search --index {index} 'Which enzyme edits genes?' -k 3 --mode fusion --fusion rrf "
         "--fuse bm25 maxsim --weights 2 1 --json",
+        # several queries: arguments, a file, standard input; one block each
+        f"search --index {index} 'Which enzyme edits genes?' 'how do you make bread rise' -k 2",
+        f"search --index {index} --queries-file {qfile} -k 1 --mode dense --json",
+        f"search --index {index} 'Which enzyme edits genes?' --queries-file - -k 1 --mode dense",
     ]
-    second = _run("steps", *steps)
+    second = _run("steps", *steps, stdin=STDIN_QUERIES)
     assert second.returncode == 0, second.stderr[-3000:]
     parts = second.stdout.split(STEP_MARK)[1:]
     assert len(parts) == len(steps), second.stdout
@@ -161,6 +184,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -> di
     n_chunks = sum(len(_chunks(name, text, 120, 0)) for name, text in NOTES.items())
     return {
         "first": first,
+        "second": second,
         "outputs": outputs,
         "subset": sub,
         "chunks": n_chunks,
@@ -191,9 +215,74 @@ def test_reindexing_text_files_skips_every_chunk(workspace: dict[str, Any]) -> N
 def test_search_table(workspace: dict[str, Any]) -> None:
     out = workspace["outputs"][1]
     lines = out.strip().splitlines()
-    assert lines[0].startswith("fusion search, 3 results"), out  # the default mode
-    assert lines[1].split() == ["#", "score", "id", "text"]
-    assert lines[2].split()[2] == "crispr", out
+    # the engine's start first, on its own line; then the search's own time
+    assert re.fullmatch(
+        r"engine: ready in \d+\.\d s \(in-process vLLM, .+\); not counted below", lines[0]
+    ), out
+    assert lines[1].startswith("fusion search, 3 results"), out  # the default mode
+    assert lines[2].split() == ["#", "score", "id", "text"]
+    assert lines[3].split()[2] == "crispr", out
+
+
+def test_index_reports_engine_start_apart(workspace: dict[str, Any]) -> None:
+    out = workspace["first"].stdout
+    assert re.search(r"^engine: ready in \d+\.\d s \(not counted above\)$", out, re.M), out
+
+
+def _blocks(out: str) -> list[list[str]]:
+    """The result blocks of a table search: (header, table rows...) per query."""
+    blocks: list[list[str]] = []
+    for line in out.splitlines():
+        if " search, " in line and " results in " in line:
+            blocks.append([line])
+        elif blocks and line.strip():
+            blocks[-1].append(line)
+    return blocks
+
+
+def test_search_many_queries_one_engine_start(workspace: dict[str, Any]) -> None:
+    out = workspace["outputs"][9]
+    assert out.count("engine: ready in") == 1, out
+    blocks = _blocks(out)
+    assert [b[0].rsplit(": ", 1)[1] for b in blocks] == [
+        "'Which enzyme edits genes?'",
+        "'how do you make bread rise'",
+    ], out
+    assert [b[2].split()[2] for b in blocks] == ["crispr", "bread"], out
+    ranks = [[ln.split()[0] for ln in b[2:] if ln.split()[0].isdigit()] for b in blocks]
+    assert ranks == [["1", "2"], ["1", "2"]], out  # -k 2 per query (metadata lines aside)
+
+
+def test_search_queries_file_json_lines(workspace: dict[str, Any]) -> None:
+    lines = workspace["outputs"][10].strip().splitlines()
+    payloads = [json.loads(line) for line in lines]  # one JSON object per line and query
+    assert [p["query"] for p in payloads] == [
+        "Which enzyme edits genes?",
+        "why does iron turn orange in the rain",  # blank lines skipped, text stripped
+    ]
+    assert [p["results"][0]["id"] for p in payloads] == ["crispr", "rust"]
+    assert all(p["engine_start_s"] >= 0 and p["latency_ms"] > 0 for p in payloads)
+
+
+def test_search_queries_from_stdin_after_arguments(workspace: dict[str, Any]) -> None:
+    blocks = _blocks(workspace["outputs"][11])
+    assert [b[0].rsplit(": ", 1)[1] for b in blocks] == [
+        "'Which enzyme edits genes?'",
+        "'what moves the sea level twice a day'",
+        "'how do you make bread rise'",
+    ]
+    assert [b[2].split()[2] for b in blocks] == ["crispr", "tides", "bread"]
+
+
+def test_vllm_logs_only_with_verbose(workspace: dict[str, Any]) -> None:
+    first, second = workspace["first"], workspace["second"]
+    # without -v: our results and progress only, no vLLM INFO/WARNING (shutdown included)
+    quiet = first.stdout + first.stderr
+    assert not VLLM_LOG.search(quiet), [ln for ln in quiet.splitlines() if VLLM_LOG.search(ln)]
+    assert "Traceback" not in quiet
+    # with -v (the steps process's first step): vLLM's own logs, on standard error only
+    assert VLLM_LOG.search(second.stderr), second.stderr[-2000:]
+    assert not VLLM_LOG.search(second.stdout)
 
 
 def test_search_json_with_filters(workspace: dict[str, Any]) -> None:
@@ -366,3 +455,87 @@ def test_missing_text_splitters_names_the_cli_extra(tmp_path: Path) -> None:
     assert lines[0].startswith("vllm-retrieval: error: ")
     assert "pip install 'vllm-retrieval[cli]'" in lines[0]
     assert not index.exists()  # failed before any store or engine
+
+
+def test_errors_name_their_type_and_verbose_shows_the_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing"
+    args = ("search", "--index", str(missing), "a query")
+    res = _run(*args, timeout=600)
+    assert res.returncode == 1
+    line = (
+        f"vllm-retrieval: error: FileNotFoundError: no index at {missing} "
+        "(build one with `vllm-retrieval index`)"
+    )
+    assert res.stderr.strip().splitlines() == [line], res.stderr
+    verbose = _run(*args, "-v", timeout=600)
+    assert verbose.returncode == 1
+    assert "Traceback (most recent call last)" in verbose.stderr, verbose.stderr
+    assert "cmd_search" in verbose.stderr  # the frames, not only the message
+    assert verbose.stderr.strip().splitlines()[-1] == line
+
+
+def test_api_key_is_refused_on_the_command_line(tmp_path: Path) -> None:
+    res = _run(
+        "search",
+        "--index",
+        str(tmp_path),
+        "a query",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--api-key",
+        "sekrit",
+        timeout=600,
+    )
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vllm-retrieval: error: --api-key"), lines
+    assert "VLLM_API_KEY" in lines[0] and "--api-key-file" in lines[0]
+    assert "sekrit" not in res.stderr
+
+
+def test_api_key_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vllm_retrieval.cli import build_parser
+    from vllm_retrieval.cli.common import CLIError, api_key, make_encoder
+
+    key = tmp_path / "key"
+    key.write_text("sekrit\n")
+    parser = build_parser()
+    base = ["search", "--index", str(tmp_path), "q", "--base-url", "http://127.0.0.1:9"]
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert api_key(parser.parse_args(base)) is None
+    monkeypatch.setenv("VLLM_API_KEY", "from-env")
+    from_env = api_key(parser.parse_args(base))
+    assert from_env is not None and from_env.get_secret_value() == "from-env"
+    args = parser.parse_args([*base, "--api-key-file", str(key)])
+    from_file = api_key(args)  # the file wins; its newline is not part of the key
+    assert from_file is not None and from_file.get_secret_value() == "sekrit"
+    assert "sekrit" not in repr(from_file)
+    encoder = make_encoder(args)  # remote: no engine starts
+    assert encoder.api_key is not None and encoder.api_key.get_secret_value() == "sekrit"
+    (tmp_path / "empty").write_text("\n")
+    for bad, needle in ((tmp_path / "empty", "is empty"), (tmp_path / "none", "cannot read")):
+        with pytest.raises(CLIError, match=needle):
+            api_key(parser.parse_args([*base, "--api-key-file", str(bad)]))
+
+
+def test_help_imports_neither_vllm_nor_torch() -> None:
+    code = (
+        "import sys\n"
+        "from vllm_retrieval.cli import main\n"
+        "try:\n"
+        "    main(['search', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('vllm', 'torch', 'transformers', 'qdrant_edge', 'qdrant_client')\n"
+        "print('HEAVY', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "HEAVY []", res.stdout
+    for option in ("--queries-file", "--api-key-file", "QUERY"):
+        assert option in res.stdout, option
+    assert "--api-key " not in res.stdout  # refused, so not offered

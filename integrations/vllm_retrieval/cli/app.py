@@ -1,7 +1,8 @@
 """The entry points: the argument parser, :func:`main` and the ``vllm-retrieval`` script.
 
-Results go to standard output and everything else (vLLM's logs included) to standard error,
-see :func:`_result_stream`; errors are one line and a non-zero exit status, see :func:`main`.
+Results go to standard output and everything else (vLLM's logs, shown with ``-v``) to standard
+error, see :func:`_result_stream`; errors are one line and a non-zero exit status (with ``-v``
+after the traceback), see :func:`main`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import logging
 import os
 import shlex
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO
 
+from ..encoding.backends.local import quiet_engine_logs
 from ..encoding.model_profile import PROFILES
-from ..errors import VLLMRetrievalError
 from .bench import add_bench_parser, cmd_bench
 from .common import PROG, CLIError
 from .eval import add_eval_parser, cmd_eval
@@ -73,10 +76,23 @@ def _common_parser() -> argparse.ArgumentParser:
         help="CPU cores for vLLM, e.g. 0-1 (sets VLLM_CPU_OMP_THREADS_BIND)",
     )
     g.add_argument("--base-url", help="URL of a remote token_embed vLLM server (no local engine)")
-    g.add_argument("--api-key", help="API key of the remote server")
+    g.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding the remote server's API key (default: $VLLM_API_KEY); keys are "
+        "not taken on the command line, where `ps` shows them",
+    )
+    # Refused with a pointer to the above: a key on argv is visible to every local user.
+    g.add_argument("--api-key", dest="api_key_argv", help=argparse.SUPPRESS)
     g.add_argument("--timeout", type=float, default=60.0, help="remote request timeout, s (60)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    g.add_argument("-v", "--verbose", action="store_true", help="show vLLM's info logs")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show vLLM's logs and, on an error, the full traceback",
+    )
     return p
 
 
@@ -116,8 +132,7 @@ def _setup_env(args: argparse.Namespace) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-    if not args.verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    quiet_engine_logs(not args.verbose)
     if args.cpu_threads:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.cpu_threads
 
@@ -149,11 +164,13 @@ def _result_stream() -> Iterator[IO[str]]:
 
 
 def _one_line(exc: BaseException) -> str:
-    msg = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, KeyError) and exc.args:
-        msg = str(exc.args[0])
-    first = msg.splitlines()[0]
-    return f"{PROG}: error: {first}"
+    """``vllm-retrieval: error: Type: first line of the message`` (no type for usage errors)."""
+    msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    first = (msg.strip().splitlines() or [""])[0]
+    if isinstance(exc, CLIError):
+        return f"{PROG}: error: {first}"
+    kind = type(exc).__name__
+    return f"{PROG}: error: {kind}: {first}" if first else f"{PROG}: error: {kind}"
 
 
 def _run(args: argparse.Namespace, out: IO[str]) -> int:
@@ -187,16 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (
-        CLIError,
-        VLLMRetrievalError,
-        ValueError,
-        TypeError,
-        KeyError,
-        FileNotFoundError,
-        ImportError,
-        OSError,
-    ) as exc:
+    except Exception as exc:
+        # With -v the whole traceback (and its causes); always one last line saying what.
+        if any(getattr(s, "verbose", False) for s in steps):
+            traceback.print_exc(file=sys.stderr)
         print(_one_line(exc), file=sys.stderr)
         return 2 if isinstance(exc, CLIError) else 1
 

@@ -9,21 +9,58 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from ..encoding import Encoder
     from ..store import Compression, MultiVectorStore
 
-__all__ = ["PROG", "CLIError", "make_encoder", "open_store"]
+__all__ = [
+    "API_KEY_ENV",
+    "PROG",
+    "CLIError",
+    "api_key",
+    "make_encoder",
+    "open_store",
+]
 
 PROG = "vllm-retrieval"
+API_KEY_ENV = "VLLM_API_KEY"
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+def api_key(args: argparse.Namespace) -> SecretStr | None:
+    """The remote server's key: ``--api-key-file``'s content, else ``$VLLM_API_KEY``, else None.
+
+    Never from argv: ``--api-key KEY`` is refused, since ``ps`` shows it to every local user.
+    """
+    if getattr(args, "api_key_argv", None) is not None:
+        raise CLIError(
+            f"--api-key is no longer accepted (a key on the command line is visible in `ps`): "
+            f"set ${API_KEY_ENV} or pass --api-key-file PATH"
+        )
+    path: Path | None = getattr(args, "api_key_file", None)
+    from pydantic import SecretStr
+
+    if path is None:
+        env = os.environ.get(API_KEY_ENV)
+        return SecretStr(env) if env else None
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise CLIError(f"cannot read --api-key-file {path}: {exc.strerror or exc}") from None
+    if not key:
+        raise CLIError(f"--api-key-file {path} is empty")
+    return SecretStr(key)
 
 
 def _engine_kwargs(items: Sequence[str]) -> dict[str, Any]:
@@ -75,7 +112,7 @@ def make_encoder(args: argparse.Namespace, index: Path | None = None) -> Encoder
         dtype=args.dtype,
         engine_kwargs=_engine_kwargs(args.engine_arg),
         base_url=args.base_url,
-        api_key=args.api_key,
+        api_key=api_key(args),
         timeout=args.timeout,
         show_progress=False,
     )
@@ -87,13 +124,29 @@ def open_store(
     *,
     create: bool,
     compression: Compression | None = None,
+    timings: dict[str, float] | None = None,
 ) -> MultiVectorStore:
-    """Open (or, with ``create``, create) the store at ``index`` with the CLI's encoder."""
+    """Open (or, with ``create``, create) the store at ``index`` with the CLI's encoder.
+
+    The engine is started here too, and the seconds of opening and starting put in
+    ``timings["engine_s"]``, so that commands report them apart from their own work.
+    """
     from ..store import MultiVectorStore
 
     if not create and not index.is_dir():
         raise FileNotFoundError(f"no index at {index} (build one with `{PROG} index`)")
     encoder = make_encoder(args, index)
-    if create:
-        return MultiVectorStore(index, encoder=encoder, compression=compression)
-    return MultiVectorStore.open(index, encoder=encoder)
+    t0 = time.perf_counter()
+    store = (
+        MultiVectorStore(index, encoder=encoder, compression=compression)
+        if create
+        else MultiVectorStore.open(index, encoder=encoder)
+    )
+    try:
+        encoder.start()  # a new store has started it already (to learn the vector width)
+    except BaseException:
+        store.close()
+        raise
+    if timings is not None:
+        timings["engine_s"] = time.perf_counter() - t0
+    return store

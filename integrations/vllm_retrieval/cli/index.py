@@ -72,7 +72,8 @@ def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
     docs = read_inputs(text_inputs, args.chunk_size, args.chunk_overlap) if text_inputs else []
     pages = read_image_inputs(image_inputs) if image_inputs else []
     compression = None if args.compression in (None, "none") else args.compression
-    store = open_store(args, args.index, create=True, compression=compression)
+    timings: dict[str, float] = {}
+    store = open_store(args, args.index, create=True, compression=compression, timings=timings)
     try:
         added, skipped, seconds = (
             index_documents(store, docs, progress=not args.no_progress) if docs else (0, 0, 0.0)
@@ -96,4 +97,5 @@ def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
         from .eval import _bm25_line
 
         print(f"BM25: {_bm25_line(bm25)}", file=out)
+    print(f"engine: ready in {timings['engine_s']:.1f} s (not counted above)", file=out)
     return 0
