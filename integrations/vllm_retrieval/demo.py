@@ -4,18 +4,24 @@
    (dense + token vectors from one forward pass), prints the shapes, and ranks the corpus for
    a few queries by dense cosine and by MaxSim late interaction.
 2. Indexes the corpus into an embedded ``MultiVectorStore`` (Qdrant Edge, in a temporary
-   folder) and answers questions through a LangChain chain (multi-vector retriever → MaxSim
-   reranker → prompt → fake chat model) and a LlamaIndex query engine (retriever with a
-   metadata filter → MaxSim rerank node → mock LLM), printing the ranked sources.
+   folder) and retrieves context for questions through a LangChain chain (multi-vector
+   retriever → MaxSim reranker → prompt) and LlamaIndex (retriever with a metadata filter →
+   MaxSim rerank node → the query engine's prompt), printing the ranked sources and the exact
+   prompt a chat model would get. No LLM runs here (none ships with the package, and a fake
+   one's "answer" would tell you nothing): pipe the chain into your chat model.
 
 Everything runs on ONE engine: the store, the rerankers and both frameworks share the encoder.
+vLLM's own logs are hidden; ``python -m vllm_retrieval.demo -v`` shows them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
+import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,17 +50,25 @@ def load_sample_corpus() -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vllm_retrieval.demo", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show vLLM's logs")
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from vllm_retrieval.encoding.backends.local import quiet_engine_logs
+
+    quiet_engine_logs(not args.verbose)  # before vLLM is imported
     import numpy as np
 
-    from vllm_retrieval import Encoder
+    from vllm_retrieval import Encoder, shutdown_engines
     from vllm_retrieval.scoring.maxsim import maxsim
 
     corpus = load_sample_corpus()
     texts = [row["text"] for row in corpus]
     print("Starting the shared vLLM engine (packaged all-MiniLM-L6-v2)...", flush=True)
+    t0 = time.perf_counter()
     enc = Encoder().start()
+    print(f"engine ready in {time.perf_counter() - t0:.1f} s", flush=True)
 
     dense, tokens = enc.encode_documents(texts)  # one forward pass per document
     print(f"\ncorpus: {len(texts)} documents")
@@ -82,6 +96,7 @@ def main() -> None:
             llama_index_demo(store, enc)
         finally:
             store.close()
+    shutdown_engines()  # now, not in the interpreter's teardown
 
 
 def index_sample_corpus(enc: Encoder, corpus: list[dict[str, Any]], path: Path) -> MultiVectorStore:
@@ -98,13 +113,19 @@ def index_sample_corpus(enc: Encoder, corpus: list[dict[str, Any]], path: Path) 
     return store
 
 
+def _show_prompt(messages: Sequence[tuple[str, str]]) -> None:
+    print("  prompt a chat model would get:")
+    for role, content in messages:
+        print(f"    [{role}]")
+        for line in content.splitlines():
+            print(f"      {line}")
+
+
 def langchain_demo(store: MultiVectorStore, enc: Encoder) -> None:
-    """A LangChain RAG chain: retriever → MaxSim reranker → prompt → fake chat model."""
+    """A LangChain RAG chain up to the prompt: retriever → MaxSim reranker → prompt."""
     from operator import itemgetter
 
     from langchain_core.documents import Document
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
-    from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 
@@ -115,7 +136,6 @@ def langchain_demo(store: MultiVectorStore, enc: Encoder) -> None:
     prompt = ChatPromptTemplate.from_messages(
         [("system", "Answer from the context.\n\n{context}"), ("human", "{question}")]
     )
-    llm = FakeListChatModel(responses=["(a fake LLM's answer, grounded in the sources above)"])
 
     def rerank(inputs: dict[str, Any]) -> list[Document]:
         return list(reranker.compress_documents(inputs["docs"], inputs["question"]))
@@ -123,34 +143,31 @@ def langchain_demo(store: MultiVectorStore, enc: Encoder) -> None:
     def context(docs: list[Document]) -> str:
         return "\n".join(f"[{d.id}] {d.page_content}" for d in docs)
 
-    answer = (
-        {
-            "context": itemgetter("docs") | RunnableLambda(context),
-            "question": itemgetter("question"),
-        }
-        | prompt
-        | llm
-        | StrOutputParser()
-    )
+    to_prompt = {
+        "context": itemgetter("docs") | RunnableLambda(context),
+        "question": itemgetter("question"),
+    } | prompt
+    # Add `| your_chat_model | StrOutputParser()` to to_prompt for answers.
     chain = (
         {"docs": retriever, "question": RunnablePassthrough()}
         | RunnablePassthrough.assign(docs=RunnableLambda(rerank))
-        | RunnablePassthrough.assign(answer=answer)
+        | RunnablePassthrough.assign(prompt=to_prompt)
     )
-    print("\n== LangChain: dense retriever (k=6) → MaxSim reranker (top 3) → fake chat model")
+    print("\n== LangChain: dense retriever (k=6) → MaxSim reranker (top 3) → prompt")
     for question in RAG_QUESTIONS:
         out = chain.invoke(question)
         print(f"\nQ: {question}")
+        print("  retrieved context:")
         for rank, doc in enumerate(out["docs"], 1):
             score = doc.metadata["relevance_score"]
             print(f"  {rank}. {doc.id:<14} MaxSim {score:6.3f}  {doc.page_content[:60]}...")
-        print(f"A: {out['answer']}")
+        _show_prompt([(m.type, str(m.content)) for m in out["prompt"].to_messages()])
 
 
 def llama_index_demo(store: MultiVectorStore, enc: Encoder) -> None:
-    """A LlamaIndex query engine: filtered hybrid retriever → MaxSim rerank → mock LLM."""
-    from llama_index.core.llms import MockLLM
-    from llama_index.core.query_engine import RetrieverQueryEngine
+    """LlamaIndex up to the prompt: filtered hybrid retriever → MaxSim rerank → QA prompt."""
+    from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
+    from llama_index.core.schema import QueryBundle
     from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 
     from vllm_retrieval.llama_index import VLLMMaxSimRerank, VLLMMultiVectorRetriever
@@ -162,19 +179,20 @@ def llama_index_demo(store: MultiVectorStore, enc: Encoder) -> None:
         mode="hybrid",
         filters=MetadataFilters(filters=[MetadataFilter(key=key, value=value)]),
     )
-    engine = RetrieverQueryEngine.from_args(
-        retriever,
-        llm=MockLLM(max_tokens=12),
-        node_postprocessors=[VLLMMaxSimRerank(3, encoder=enc)],
-    )
-    print(f"\n== LlamaIndex: hybrid retriever ({key}={value!r}) → MaxSim rerank → MockLLM")
-    response = engine.query(LLAMA_QUESTION)
+    rerank = VLLMMaxSimRerank(3, encoder=enc)
+    # With an LLM: RetrieverQueryEngine.from_args(retriever, llm=..., node_postprocessors=[rerank])
+    print(f"\n== LlamaIndex: hybrid retriever ({key}={value!r}) → MaxSim rerank → QA prompt")
+    query = QueryBundle(LLAMA_QUESTION)
+    nodes = rerank.postprocess_nodes(retriever.retrieve(query), query)
     print(f"\nQ: {LLAMA_QUESTION}")
-    for rank, node in enumerate(response.source_nodes, 1):
+    print("  retrieved context:")
+    for rank, node in enumerate(nodes, 1):
         meta = node.node.metadata
         text = node.node.get_content()[:60]
         print(f"  {rank}. {node.node.node_id:<14} MaxSim {node.score or 0:6.3f}  {meta}  {text}...")
-    print(f"A (MockLLM echoes tokens): {str(response)[:80]!r}")
+    context = "\n\n".join(n.node.get_content() for n in nodes)
+    text = DEFAULT_TEXT_QA_PROMPT.format(context_str=context, query_str=LLAMA_QUESTION)
+    _show_prompt([("user", text)])
 
 
 if __name__ == "__main__":
