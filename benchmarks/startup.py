@@ -15,13 +15,17 @@ search`` gets) that prints, as JSON:
 
 Variants (environment and ``engine_kwargs`` on top of the library's defaults):
 
-* ``default``: what ``Encoder()`` does now: one process (engine core in-process,
-  ``VLLM_ENABLE_V1_MULTIPROCESSING=0``; model in the engine core, ``distributed_executor_backend
-  ="uni"``) and the heap frozen before the engine loads (``gc.freeze``);
+* ``program``: what the console script and ``make demo`` do (``prefer_in_process_engine``):
+  one process (engine core in-process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``; model in the
+  engine core, ``distributed_executor_backend="uni"``) and the heap frozen before the engine
+  loads (``gc.freeze``);
 * ``nofreeze``: the same without the ``gc.freeze``;
+* ``default``: what ``Encoder()`` does in a library user's process: vLLM's engine core in a
+  process of its own (on CPU vLLM turns ``"uni"`` into ``"mp"``: the model in a third process,
+  as in ``legacy``);
 * ``legacy``: the engine settings before the start-up work (EngineCore in its own process,
   a further worker process under it): 3 processes, each importing vLLM and torch;
-* ``inproc``/``uni``/``single``: one or both process hops removed, without the freeze.
+* ``inproc``: the engine core in-process over the ``mp`` executor, without the freeze.
 
 With ``--cli`` it also times ``vllm-retrieval --help`` and a ``search`` of the sample corpus
 (engine start and search time as the CLI reports them). Runs are sequential; figures on a
@@ -48,15 +52,15 @@ SAMPLE = ROOT / "integrations" / "vllm_retrieval" / "data" / "sample_corpus.json
 
 _MP = "VLLM_ENABLE_V1_MULTIPROCESSING"
 VARIANTS: dict[str, dict[str, Any]] = {
+    "program": {"env": {_MP: "0"}, "engine_kwargs": {}},
+    "nofreeze": {"env": {_MP: "0"}, "engine_kwargs": {}, "freeze_gc": False},
     "default": {"env": {}, "engine_kwargs": {}},
-    "nofreeze": {"env": {}, "engine_kwargs": {}, "freeze_gc": False},
     "legacy": {"env": {_MP: "1"}, "engine_kwargs": {"distributed_executor_backend": "mp"}},
     "inproc": {
         "env": {_MP: "0"},
         "engine_kwargs": {"distributed_executor_backend": "mp"},
         "freeze_gc": False,
     },
-    "uni": {"env": {_MP: "1"}, "engine_kwargs": {"distributed_executor_backend": "uni"}},
 }
 PROBE = [
     "How does late interaction score a document?",
@@ -169,7 +173,9 @@ def cli_figures(repeats: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["default", "legacy"], choices=VARIANTS)
+    ap.add_argument(
+        "--variants", nargs="+", default=["program", "default", "legacy"], choices=VARIANTS
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--docs", type=int, default=200)
     ap.add_argument("--dtype", help="engine dtype (default: the library's auto)")

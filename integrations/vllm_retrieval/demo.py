@@ -55,9 +55,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show vLLM's logs")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from vllm_retrieval.encoding.backends.local import quiet_engine_logs
+    from vllm_retrieval.encoding.backends.local import prefer_in_process_engine, quiet_engine_logs
 
     quiet_engine_logs(not args.verbose)  # before vLLM is imported
+    prefer_in_process_engine()  # a program with one engine: the faster start
     import numpy as np
 
     from vllm_retrieval import Encoder, shutdown_engines

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from ..encoding.backends.local import quiet_engine_logs
+from ..encoding.backends.local import prefer_in_process_engine, quiet_engine_logs
 from ..encoding.model_profile import PROFILES
 from .bench import add_bench_parser, cmd_bench
 from .common import PROG, CLIError
@@ -30,6 +30,8 @@ __all__ = ["COMMANDS", "STEP_MARK", "build_parser", "console_main", "main"]
 
 STEP_MARK = "### vllm-retrieval step"
 
+# True in the console script (a process of its own), False when a host program calls main().
+_PROGRAM = False
 # The module whose ``shutdown_engines`` stops this process's in-process vLLM engines.
 _ENGINE_REGISTRY = "vllm_retrieval.encoding.backends.registry"
 
@@ -132,7 +134,8 @@ def _setup_env(args: argparse.Namespace) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-    quiet_engine_logs(not args.verbose)
+    if _PROGRAM:  # a host program that calls main() keeps its own logging and environment
+        quiet_engine_logs(not args.verbose)
     if args.cpu_threads:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.cpu_threads
 
@@ -152,9 +155,11 @@ def _result_stream() -> Iterator[IO[str]]:
         yield out
     finally:
         out.flush()
-        # Stop engines now, while their shutdown logs still go to stderr (not at exit).
+        # The console script stops engines now, while their shutdown logs still go to stderr
+        # (not at exit). Called from a host program, the commands' own Encoders have released
+        # their references already: an engine the host shares stays up.
         registry = sys.modules.get(_ENGINE_REGISTRY)
-        if registry is not None:
+        if _PROGRAM and registry is not None:
             with contextlib.suppress(Exception):
                 registry.shutdown_engines()
         sys.stdout.flush()
@@ -221,6 +226,9 @@ def console_main() -> None:
     stack, seen here in about 1 of 30 runs on a loaded machine), which would turn a finished
     run into exit status 134. So the script leaves with ``os._exit`` once its work is done.
     """
+    global _PROGRAM
+    _PROGRAM = True
+    prefer_in_process_engine()  # one engine in a short-lived program: the faster start
     status = main()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
