@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import ImageType
@@ -109,6 +109,9 @@ class VLLMEmbedding(_EmbeddingBase):
     Encoder built here; an ``encoder=`` passed in stays yours. The async methods tokenise and
     convert in worker threads, never on the event loop.
     """
+
+    # An unknown setting is an error, not silently ignored (BaseEmbedding's default)
+    model_config = ConfigDict(extra="forbid")
 
     _encoder: Encoder = PrivateAttr()
     _owns_encoder: bool = PrivateAttr(default=False)
