@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,61 @@ def test_projection_errors() -> None:
         Projection.fit(x, 2)(np.ones((2, 7)))
     with pytest.raises(ValueError, match="NaN"):
         Projection(np.full((2, 8), np.nan))
+
+
+# -- pooling in the store: recorded in the manifest, documents only, settings never mixed ------
+
+
+def _docs(n: int, dim: int, seed: int) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    tokens = [_unit(rng.normal(size=(int(rng.integers(4, 30)), dim))) for _ in range(n)]
+    dense = _unit(np.stack([t.mean(0) for t in tokens]))
+    return [f"doc {i}" for i in range(n)], dense, tokens
+
+
+def _maxsim64(q: np.ndarray, d: np.ndarray) -> float:
+    q64, d64 = q.astype(np.float64), d.astype(np.float64)
+    d64 /= np.linalg.norm(d64, axis=1, keepdims=True)  # the store compares by cosine
+    return float((q64 @ d64.T).max(axis=1).sum())
+
+
+def test_store_pools_documents_not_queries(tmp_path: Path) -> None:
+    from vllm_retrieval.store import MultiVectorStore
+
+    texts, dense, tokens = _docs(40, 16, seed=3)
+    path = tmp_path / "pooled"
+    with MultiVectorStore(path, dim=16, pool_factor=2) as store:
+        assert store.pool_factor == 2 and store.describe()["pool_factor"] == 2
+        store.add_encoded(texts, dense, tokens, ids=list(range(40)))
+    pooled = pool_tokens(tokens, 2)
+    rng = np.random.default_rng(9)
+    query = _unit(rng.normal(size=(5, 16)))  # 5 query tokens: never pooled
+    # Exact MaxSim over the pooled documents (float64) orders the store's results.
+    want = sorted(range(40), key=lambda i: -_maxsim64(query, pooled[i]))
+    with MultiVectorStore.open(path) as store:  # reopened: the recorded factor
+        assert store.pool_factor == 2
+        hits = store.search_encoded(query.mean(0), query, k=40, mode="maxsim")
+    assert [h.id for h in hits] == want
+    np.testing.assert_allclose(
+        [h.score for h in hits], [_maxsim64(query, pooled[i]) for i in want], rtol=1e-4
+    )
+    # Not the unpooled ranking's scores: the documents really were pooled.
+    raw = [_maxsim64(query, tokens[i]) for i in want]
+    assert not np.allclose([h.score for h in hits], raw, rtol=1e-4)
+
+
+def test_store_refuses_another_pool_factor(tmp_path: Path) -> None:
+    from vllm_retrieval import StoreMismatchError
+    from vllm_retrieval.store import MultiVectorStore
+
+    path = tmp_path / "pooled"
+    MultiVectorStore(path, dim=8, pool_factor=3).close()
+    with pytest.raises(StoreMismatchError, match="pool_factor=3, not 1"):
+        MultiVectorStore.open(path, pool_factor=1)
+    with MultiVectorStore(path, pool_factor=3) as store:  # the same value is fine
+        assert store.pool_factor == 3
+    with MultiVectorStore(tmp_path / "plain", dim=8) as store:
+        assert store.pool_factor == 1  # default: no pooling
+    with pytest.raises(ValueError, match="pool_factor"):
+        MultiVectorStore(tmp_path / "bad", dim=8, pool_factor=0)
+    assert not (tmp_path / "bad").exists()

@@ -124,21 +124,23 @@ def open_store(
     *,
     create: bool,
     compression: Compression | None = None,
+    pool_factor: int | None = None,
     timings: dict[str, float] | None = None,
 ) -> MultiVectorStore:
     """Open (or, with ``create``, create) the store at ``index`` with the CLI's encoder.
 
-    The engine is started here too, and the seconds of opening and starting put in
-    ``timings["engine_s"]``, so that commands report them apart from their own work.
+    The engine is started here too, and the seconds of loading the model (tokenizer and
+    engine, imports included) and opening the store put in ``timings["engine_s"]``, so that
+    commands report them apart from their own work.
     """
     from ..store import MultiVectorStore
 
     if not create and not index.is_dir():
         raise FileNotFoundError(f"no index at {index} (build one with `{PROG} index`)")
-    encoder = make_encoder(args, index)
     t0 = time.perf_counter()
+    encoder = make_encoder(args, index)  # loads the tokenizer (imports transformers, torch)
     store = (
-        MultiVectorStore(index, encoder=encoder, compression=compression)
+        MultiVectorStore(index, encoder=encoder, compression=compression, pool_factor=pool_factor)
         if create
         else MultiVectorStore.open(index, encoder=encoder)
     )

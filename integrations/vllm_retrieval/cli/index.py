@@ -44,6 +44,13 @@ def add_index_parser(
         choices=("none", *COMPRESSIONS),
         help="token-vector storage of a NEW store (default: float32)",
     )
+    p.add_argument(
+        "--pool-factor",
+        type=int,
+        metavar="N",
+        help="token pooling of a NEW store: about 1/N of each document's token vectors "
+        "(hierarchical clustering; default 1: none)",
+    )
 
 
 def _index_images(store: MultiVectorStore, pages: list[PageImage], progress: bool) -> int:
@@ -73,7 +80,14 @@ def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
     pages = read_image_inputs(image_inputs) if image_inputs else []
     compression = None if args.compression in (None, "none") else args.compression
     timings: dict[str, float] = {}
-    store = open_store(args, args.index, create=True, compression=compression, timings=timings)
+    store = open_store(
+        args,
+        args.index,
+        create=True,
+        compression=compression,
+        pool_factor=args.pool_factor,
+        timings=timings,
+    )
     try:
         added, skipped, seconds = (
             index_documents(store, docs, progress=not args.no_progress) if docs else (0, 0, 0.0)

@@ -51,6 +51,7 @@ class StoreLifecycle:
             "backend": self.backend,
             "dim": m.dim,
             "compression": m.compression,
+            "pool_factor": m.pool_factor,
             "model": m.encoder.model if m.encoder else None,
             "token_index": m.token_index.model_dump() if m.token_index else None,
             "bm25": m.bm25.model_dump() if m.bm25 else None,
@@ -70,6 +71,11 @@ class StoreLifecycle:
     def compression(self) -> str | None:
         """Token-vector compression (``None``, ``"fp16"``, ``"int8"`` or ``"binary"``)."""
         return self.manifest.compression
+
+    @property
+    def pool_factor(self) -> int:
+        """Token pooling at write time (``1``: none); recorded in the manifest."""
+        return self.manifest.pool_factor
 
     @property
     def closed(self) -> bool:

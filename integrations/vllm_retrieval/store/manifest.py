@@ -104,6 +104,12 @@ class StoreManifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     dim: int = Field(gt=0, description="Width of dense and token vectors.")
     compression: Compression | None = None
+    pool_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Token pooling at write time (store/reduction.py; 1: none). Queries are "
+        "never pooled.",
+    )
     encoder: RecordedEncoder | None = Field(
         default=None, description="None: vectors are supplied by the caller (add_encoded)."
     )
@@ -148,6 +154,8 @@ def new_manifest(
     compression: str | None,
     dim: int | None,
     bm25: Bm25Settings | None = None,
+    *,
+    pool_factor: int | None = None,
 ) -> StoreManifest:
     """The manifest of a new store (``dim`` learned from the encoder when not given).
 
@@ -161,6 +169,7 @@ def new_manifest(
     return StoreManifest(
         dim=dim,
         compression=compression,  # type: ignore[arg-type]
+        pool_factor=1 if pool_factor is None else pool_factor,
         encoder=recorded,
         sparse_vector=CENTROIDS,
         bm25_vector=BM25,
@@ -174,6 +183,8 @@ def check_manifest(
     compression: str | None,
     dim: int | None,
     where: str,
+    *,
+    pool_factor: int | None = None,
 ) -> None:
     """Refuse (``StoreMismatchError``) settings other than the store's own."""
     if dim is not None and dim != manifest.dim:
@@ -181,6 +192,11 @@ def check_manifest(
     if compression is not None and compression != manifest.compression:
         raise StoreMismatchError(
             f"{where} was built with compression={manifest.compression!r}, not {compression!r}"
+        )
+    if pool_factor is not None and pool_factor != manifest.pool_factor:
+        raise StoreMismatchError(
+            f"{where} pools document tokens with pool_factor={manifest.pool_factor}, not "
+            f"{pool_factor}: one store holds one kind of token vectors"
         )
     if encoder is not None and manifest.encoder is not None:
         mine = RecordedEncoder.of(encoder)

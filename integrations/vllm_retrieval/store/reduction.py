@@ -22,10 +22,11 @@ from ..errors import require
 
 FloatArray = npt.NDArray[np.float32]
 
-__all__ = ["Projection", "pool_tokens"]
+__all__ = ["Projection", "check_pool_factor", "pool_tokens"]
 
 
-def _check_factor(pool_factor: Any) -> int:
+def check_pool_factor(pool_factor: Any) -> int:
+    """``pool_factor`` itself if it is an int ``>= 1``, else ``ValueError``."""
     if isinstance(pool_factor, bool) or not isinstance(pool_factor, int) or pool_factor < 1:
         raise ValueError(f"pool_factor must be an int >= 1, got {pool_factor!r}")
     return pool_factor
@@ -40,7 +41,7 @@ def pool_tokens(
     a document of ``protected + 1`` vectors or fewer is returned as it is. ``pool_factor=1``
     returns the inputs unchanged. The input arrays are never modified.
     """
-    factor = _check_factor(pool_factor)
+    factor = check_pool_factor(pool_factor)
     if isinstance(protected, bool) or not isinstance(protected, int) or protected < 0:
         raise ValueError(f"protected must be an int >= 0, got {protected!r}")
     if factor == 1:

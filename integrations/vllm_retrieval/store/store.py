@@ -72,6 +72,7 @@ from .records import (
     point_ids,
     prepare,
 )
+from .reduction import check_pool_factor, pool_tokens
 from .token_index import CentroidIndex
 
 if TYPE_CHECKING:
@@ -117,6 +118,12 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         sync_interval: Shared collections (a server): at most this often (seconds) a search
             first checks whether another process rebuilt the token index or BM25, and
             reloads them (writes check every time).
+        pool_factor: Token pooling of a new store: each document's token vectors are
+            clustered (hierarchically, as PyLate does) into about ``T / pool_factor`` means
+            at write time, the first (``[CLS]``) kept as it is; queries are never pooled.
+            ``2`` halves the stored tokens for ~0.2 nDCG@10 point on SciFact
+            (``benchmarks/reduction.py``). Recorded in the manifest: ``None`` on reopen keeps
+            it, another value is refused (``StoreMismatchError``).
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         bm25: Mapping[str, Any] | Bm25Settings | None = None,
         lock_timeout: float = 0.0,
         sync_interval: float = 1.0,
+        pool_factor: int | None = None,
         _must_exist: bool = False,
     ) -> None:
         if compression is not None and compression not in COMPRESSIONS:
@@ -149,6 +157,8 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         lock_timeout = check_seconds(lock_timeout, "lock_timeout")
+        if pool_factor is not None:
+            check_pool_factor(pool_factor)
         self.sync_interval = check_seconds(sync_interval, "sync_interval")
         self._encoder = encoder
         self.batch_size = batch_size
@@ -178,6 +188,7 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
             must_exist=_must_exist,
             bm25=wanted or Bm25Settings(),
             lock_timeout=lock_timeout,
+            pool_factor=pool_factor,
         )
         self._synced_at = time.monotonic()  # the manifest was just read
         self.path: Path | None = None if path is None else Path(path)
@@ -255,8 +266,13 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         """Points of documents ``s:s+n`` of one call, from their freshly encoded vectors."""
         e = s + len(tokens)
         dense_arr = check_dense(dense, e - s, self.dim)
-        toks = check_tokens(tokens, e - s, self.dim)
+        toks = self._pooled(check_tokens(tokens, e - s, self.dim))
         return make_points(items[s:e], dense_arr, toks, metas[s:e], ids[s:e])
+
+    def _pooled(self, tokens: list[FloatArray]) -> list[FloatArray]:
+        """Documents' token vectors as stored: pooled when the store says so (never queries)."""
+        factor = self.manifest.pool_factor
+        return tokens if factor == 1 else pool_tokens(tokens, factor)
 
     def add_encoded(
         self,
@@ -277,7 +293,7 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         self._ensure_open()
         items, metas, doc_ids = prepare(texts, metadatas, ids, allow_empty=True)
         dense_arr = check_dense(dense, len(items), self.dim)
-        toks = check_tokens(tokens, len(items), self.dim)
+        toks = self._pooled(check_tokens(tokens, len(items), self.dim))
         bar = self._progress(len(items), show_progress)
         try:
             for s in range(0, len(items), self.batch_size):

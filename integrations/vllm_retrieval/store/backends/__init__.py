@@ -45,6 +45,7 @@ def open_backend(
     must_exist: bool,
     bm25: Bm25Settings | None = None,
     lock_timeout: float = 0.0,
+    pool_factor: int | None = None,
 ) -> tuple[StoreBackend, StoreManifest]:
     """The backend for exactly one target: ``path`` (embedded) or a Qdrant client target.
 
@@ -56,7 +57,9 @@ def open_backend(
     if not any(targets):
         raise ValueError("give path= (embedded Qdrant Edge) or url= (Qdrant server)")
     if path is not None:
-        return open_edge(Path(path), encoder, compression, dim, must_exist, bm25, lock_timeout)
+        return open_edge(
+            Path(path), encoder, compression, dim, must_exist, bm25, lock_timeout, pool_factor
+        )
     return open_client(
         collection,
         url=url,
@@ -70,4 +73,5 @@ def open_backend(
         must_exist=must_exist,
         bm25=bm25,
         lock_timeout=lock_timeout,
+        pool_factor=pool_factor,
     )

@@ -433,6 +433,7 @@ def open_client(
     must_exist: bool,
     bm25: Bm25Settings | None = None,
     lock_timeout: float = 0.0,
+    pool_factor: int | None = None,
 ) -> tuple[ClientBackend, StoreManifest]:
     """Open (or create) the store's collection; checks its settings on reopen."""
     qc = require("qdrant_client", "qdrant")
@@ -451,12 +452,12 @@ def open_client(
         raw = backend.read_manifest()
         if raw is not None:
             manifest = parse_manifest(raw, where)
-            check_manifest(manifest, encoder, compression, dim, where)
+            check_manifest(manifest, encoder, compression, dim, where, pool_factor=pool_factor)
             backend.quantized = manifest.compression in ("int8", "binary")
         else:
             if must_exist:
                 raise FileNotFoundError(f"no {where} on the Qdrant server")
-            manifest = new_manifest(encoder, compression, dim, bm25)
+            manifest = new_manifest(encoder, compression, dim, bm25, pool_factor=pool_factor)
             backend.create(manifest)
     except BaseException:
         client.close()

@@ -347,6 +347,7 @@ def open_edge(
     must_exist: bool,
     bm25: Bm25Settings | None = None,
     lock_timeout: float = 0.0,
+    pool_factor: int | None = None,
 ) -> tuple[EdgeBackend, StoreManifest]:
     """Open (or create) the embedded store in ``path``, holding its lock; checks its settings
     on reopen (``bm25``: the BM25 settings of a new store, None for none). ``lock_timeout``:
@@ -364,7 +365,7 @@ def open_edge(
         _remove_made(path, made)
         raise
     try:
-        return _open_locked(path, lock, encoder, compression, dim, must_exist, bm25)
+        return _open_locked(path, lock, encoder, compression, dim, must_exist, bm25, pool_factor)
     except BaseException:
         if (path / MANIFEST_NAME).is_file():
             lock.release()
@@ -398,12 +399,13 @@ def _open_locked(
     dim: int | None,
     must_exist: bool,
     bm25: Bm25Settings | None,
+    pool_factor: int | None,
 ) -> tuple[EdgeBackend, StoreManifest]:
     remove_temporaries(path, (MANIFEST_NAME, CENTROIDS_FILE, PID_NAME, CREATING))
     manifest_path = path / MANIFEST_NAME
     if manifest_path.is_file():
         manifest = read_manifest_file(manifest_path)
-        check_manifest(manifest, encoder, compression, dim, str(path))
+        check_manifest(manifest, encoder, compression, dim, str(path), pool_factor=pool_factor)
         shard_dir = path / manifest.shard
         with contextlib.suppress(FileNotFoundError):
             (path / CREATING).unlink()  # a create killed after its commit point
@@ -412,7 +414,7 @@ def _open_locked(
     _check_ours(path)
     if must_exist:
         raise FileNotFoundError(f"no vllm-retrieval store at {path}")
-    manifest = new_manifest(encoder, compression, dim, bm25)
+    manifest = new_manifest(encoder, compression, dim, bm25, pool_factor=pool_factor)
     _remove_leftovers(path)  # of a create that was killed before its commit point
     atomic_write(path / CREATING, lambda fh: fh.write(b"vllm-retrieval store being created\n"))
     backend = _backend(path, manifest, True, lock)
