@@ -433,3 +433,79 @@ def test_framework_vector_stores_index_and_find_images(jina: Encoder, tmp_path: 
     assert _cos_rows(stored, jina.embed_images_tokens([path])[0]) >= COS
     with pytest.raises(ValueError, match="is not fetched"):
         li.add([ImageNode(id_="web", image_url="https://example.org/x.png")])
+
+
+# -- images over a real `vllm serve` of the same checkpoint --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vlm_server(vlm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``vllm serve`` of the tiny checkpoint as the README documents it for images (request
+    chat templates allowed), on 127.0.0.1; killed with its engine processes afterwards."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = dict(os.environ, VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(vlm_path), "--runner", "pooling",
+        "--pooler-config", json.dumps({"task": "token_embed", "use_activation": False}),
+        "--trust-request-chat-template",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--enforce-eager", "--seed", "0",
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("vlm-server") / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 900  # a busy 2-core machine is slow
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM server not healthy after 900 s:\n{log.read_text()[-3000:]}")
+            time.sleep(1.0)
+        yield url
+    finally:
+        from vllm_retrieval import shutdown_remote_engines
+
+        shutdown_remote_engines()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def test_images_over_a_real_server_equal_the_in_process_engine(
+    jina: Encoder, vlm_path: Path, vlm_server: str
+) -> None:
+    images = list(_images().values())[:2]
+    with Encoder(model=str(vlm_path), profile="jina-v4", base_url=vlm_server, timeout=300) as rem:
+        dense, tokens = rem.encode_images(images)
+        q_dense, q_tokens = rem.encode_queries(["an astronaut in a white suit"])
+    want_dense, want_tokens = jina.encode_images(images)
+    want_q_dense, want_q_tokens = jina.encode_queries(["an astronaut in a white suit"])
+    np.testing.assert_allclose(dense, want_dense, atol=1e-5)
+    np.testing.assert_allclose(q_dense, want_q_dense, atol=1e-5)
+    for got, want in zip([*tokens, *q_tokens], [*want_tokens, *want_q_tokens], strict=True):
+        assert got.shape == want.shape  # the same vision rows (<|vision_start|>..<|vision_end|>)
+        np.testing.assert_allclose(got, want, atol=1e-5)

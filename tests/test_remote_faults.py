@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import io
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ import pytest
 
 from vllm_retrieval import Encoder
 from vllm_retrieval.encoding import RemoteEngine, shutdown_remote_engines
+from vllm_retrieval.encoding.inputs import LoadedItem
 from vllm_retrieval.encoding.profiles import default_model_path
 from vllm_retrieval.errors import (
     EngineError,
@@ -48,6 +50,7 @@ from vllm_retrieval.scoring import remote_score
 
 MODEL = default_model_path()
 DIM = 8
+IMAGE_PAD = 151655  # Qwen-VL's <|image_pad|>
 SLACK = 10.0  # seconds on top of a timeout before a call counts as a hang
 
 
@@ -72,6 +75,8 @@ class Stub:
         self.server: ThreadingHTTPServer | None = None
         self.connections: list[socket.socket] = []
         self.in_flight = threading.Event()  # set when a pooling request arrives
+        self.processor: Any = None  # a VLM's image processor: image chat requests
+        self.chats: list[dict[str, Any]] = []  # the chat requests (images decoded)
 
     def kill(self) -> None:
         """Die like a SIGKILLed server: stop listening and drop every open connection."""
@@ -137,7 +142,9 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             stub.calls.append(f"POST {self.path}")
             if not self._authorised():
                 return
-            if self.path == "/tokenize":
+            if "messages" in req and self.path in ("/tokenize", "/pooling"):
+                self._chat(req)
+            elif self.path == "/tokenize":
                 tokens = stub.tokens
                 if tokens is None:
                     tokens = stub.tokenizer(req["prompt"], add_special_tokens=False)["input_ids"]
@@ -148,6 +155,47 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._score(req)
             else:
                 self._json(404, {"error": {"message": "not found"}})
+
+        def _chat(self, req: dict[str, Any]) -> None:
+            """An image chat request: vLLM's placeholder expansion, then one row per id."""
+            from PIL import Image
+
+            from vllm_retrieval.encoding.vlm import merged_grid
+
+            if stub.mode == "untrusted":
+                msg = (
+                    "Chat template is passed with request, but --trust-request-chat-template "
+                    "is not set. Refused request with untrusted chat template."
+                )
+                self._json(400, {"error": {"message": msg, "code": 400}})
+                return
+            parts = req["messages"][0]["content"]
+            text = "".join(p["text"] for p in parts if p["type"] == "text")
+            images = []
+            for part in parts:
+                if part["type"] == "image_url":
+                    head, _, data = part["image_url"]["url"].partition(",")
+                    assert head == "data:image/png;base64", head
+                    images.append(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+            stub.chats.append({**req, "text": text, "images": images})
+            ids: list[int] = []
+            pads = iter(images)
+            for token in stub.tokenizer(text, add_special_tokens=False)["input_ids"]:
+                if token == IMAGE_PAD:
+                    img = next(pads)
+                    rows, cols = merged_grid(stub.processor, img.width, img.height)
+                    ids.extend([token] * (rows * cols))
+                else:
+                    ids.append(token)
+            if self.path == "/tokenize":
+                if stub.mode == "image_tokens_other":
+                    ids = ids[1:]
+                self._json(200, {"count": len(ids), "tokens": ids, "max_model_len": 4096})
+                return
+            arr = np.ones((len(ids), DIM), dtype="<f4")
+            arr[:, 0] = np.arange(1, len(ids) + 1)  # row j is [j + 1, 1, 1, ...]
+            data = base64.b64encode(arr.tobytes()).decode()
+            self._json(200, {"data": [{"index": 0, "object": "pooling", "data": data}]})
 
         def _score(self, req: dict[str, Any]) -> None:
             n = len(req["documents"])
@@ -668,3 +716,92 @@ def test_real_server_killed_mid_run(tmp_path: Path, scifact_dir: Path) -> None:
         assert isinstance(err, RemoteUnreachableError), repr(err)
     finally:
         _kill(proc)
+
+
+# -- images over a remote server (a tiny Qwen2.5-VL's tokenizer and image processor) -----------
+
+
+@pytest.fixture(scope="module")
+def vlm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import _vlm
+
+    why = _vlm.missing()
+    if why is not None:
+        pytest.skip(why)
+    return _vlm.build_qwen25_vl(tmp_path_factory.mktemp("vlm") / "tiny-qwen25-vl")
+
+
+@pytest.fixture
+def vlm_stub(vlm_path: Path) -> Iterator[tuple[Stub, str, Encoder]]:
+    from transformers import AutoImageProcessor
+
+    local = Encoder(model=str(vlm_path), profile="jina-v4")  # its tokenizer; no engine
+    with serve_stub(local.tokenizer) as (state, url):
+        state.model_id = str(vlm_path)
+        state.processor = AutoImageProcessor.from_pretrained(vlm_path)
+        enc = Encoder(model=str(vlm_path), profile="jina-v4", base_url=url, timeout=10.0)
+        yield state, url, enc
+
+
+def _images() -> list[Any]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for h, w in ((56, 84), (112, 56))
+    ]
+
+
+def test_images_over_a_remote_server(vlm_stub: tuple[Stub, str, Encoder]) -> None:
+    from vllm_retrieval.encoding.backends.remote_images import CHAT_TEMPLATE
+
+    state, _, enc = vlm_stub
+    images = _images()
+    dense, tokens = enc.encode_images(images)
+    assert dense.shape == (2, DIM)
+    np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, rtol=1e-5)
+    chats = [c for c in state.chats if c.get("task") == "token_embed"]
+    assert len(chats) == 2  # one /pooling chat per image (and one /tokenize each)
+    for img, tok in zip(images, tokens, strict=True):
+        # The image travelled losslessly (PNG), and the text is the in-process prompt verbatim.
+        pixels = np.asarray(img)
+        (chat,) = [c for c in chats if np.array_equal(np.asarray(c["images"][0]), pixels)]
+        assert chat["chat_template"] == CHAT_TEMPLATE and chat["use_activation"] is False
+        prompt = enc.image_prompt(LoadedItem(image=img))
+        assert chat["text"] == enc.tokenizer.decode(prompt.token_ids)
+        # Jina v4: the rows from <|vision_start|> to <|vision_end|>, one per merged patch.
+        rows, cols = enc.image_grid(img)
+        assert tok.shape == (rows * cols + 2, DIM)
+        start = prompt.token_ids.index(151652)  # <|vision_start|>: expanded rows start there
+        want = np.ones((rows * cols + 2, DIM), dtype=np.float32)
+        want[:, 0] = np.arange(start + 1, start + rows * cols + 3)
+        want /= np.linalg.norm(want, axis=1, keepdims=True)
+        np.testing.assert_allclose(tok, want, rtol=1e-5)
+
+
+async def test_images_over_a_remote_server_async(vlm_stub: tuple[Stub, str, Encoder]) -> None:
+    _, _, enc = vlm_stub
+    images = _images()
+    dense, tokens = await enc.aencode_images(images)
+    want_dense, want_tokens = enc.encode_images(images)
+    np.testing.assert_allclose(dense, want_dense, rtol=1e-6)
+    assert [t.shape for t in tokens] == [t.shape for t in want_tokens]
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "needle"),
+    [
+        ("untrusted", RemoteEngineError, "--trust-request-chat-template"),
+        ("image_tokens_other", RemoteModelMismatchError, "tokenizer differs"),
+    ],
+)
+def test_remote_image_faults_are_typed(
+    vlm_stub: tuple[Stub, str, Encoder], mode: str, error: type[Exception], needle: str
+) -> None:
+    state, url, enc = vlm_stub
+    enc.start()
+    state.mode = mode
+    err = _raises_within(10.0 + SLACK, lambda: enc.encode_images(_images()[:1]))
+    assert isinstance(err, error), repr(err)
+    assert url in str(err) and needle in str(err)

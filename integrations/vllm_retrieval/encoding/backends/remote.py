@@ -54,8 +54,9 @@ from ...errors import (
     RemoteModelMismatchError,
     RemoteTimeoutError,
 )
-from .base import RowsArray
+from .base import ImagePrompt, ImageRows, RowsArray
 from .remote_client import RemoteHTTP
+from .remote_images import RemoteImages
 from .remote_wire import Transfer, decode_rows, decode_scores, error_detail, parse_json
 
 __all__ = [
@@ -175,6 +176,7 @@ class RemoteEngine:
             backoff=s.backoff,
             max_concurrency=s.max_concurrency,
         )
+        self._images = RemoteImages(self._http, self.settings.model_path)
         self._lock = threading.Lock()
         self._failure = _Failure()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -226,12 +228,7 @@ class RemoteEngine:
         batch = [list(i) for i in ids]
         if not batch:
             return []
-        self._check_open()
-        info = self._info
-        if info is None:
-            await self._discover(poll_until=None)
-            info = self._info
-            assert info is not None
+        info = await self._ready()
         limit = info.max_model_len
         for n, one in enumerate(batch):
             if not one:
@@ -246,25 +243,49 @@ class RemoteEngine:
         generation = self._failure.generation
         if len(chunks) == 1:
             return await self._pool(info, chunks[0], generation)
-        tasks = [asyncio.ensure_future(self._pool(info, c, generation)) for c in chunks]
+        parts = await self._all([self._pool(info, c, generation) for c in chunks])
+        return [rows for part in parts for rows in part]
+
+    def submit_images(self, prompts: Sequence[ImagePrompt]) -> Future[list[ImageRows]]:
+        """Image prompts' raw rows and expanded ids (:mod:`.remote_images`); returns at once."""
+        batch = list(prompts)
+        if not batch:
+            done: Future[list[ImageRows]] = Future()
+            done.set_result([])
+            return done
+        return asyncio.run_coroutine_threadsafe(self.asubmit_images(batch), self._background_loop())
+
+    async def asubmit_images(self, prompts: Sequence[ImagePrompt]) -> list[ImageRows]:
+        """Native async :meth:`submit_images`, on the caller's event loop."""
+        batch = list(prompts)
+        if not batch:
+            return []
+        info = await self._ready()
+        return await self._all([self._pool_image(info, p) for p in batch])
+
+    async def _ready(self) -> ServerInfo:
+        self._check_open()
+        if self._info is None:
+            await self._discover(poll_until=None)
+        assert self._info is not None
+        return self._info
+
+    async def _all(self, coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+        """Every result in order, or the first failure (in order): never partial results."""
+        tasks = [asyncio.ensure_future(c) for c in coros]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
             for task in tasks:
                 if not task.done():
                     task.cancel()
-        rows: list[RowsArray] = []
-        for task in tasks:  # the first failure (in order) wins; no partial results
-            if task.cancelled():
-                continue
-            exc = task.exception()
+        for task in tasks:
+            exc = None if task.cancelled() else task.exception()
             if exc is not None:
                 raise exc
-        for task in tasks:
-            if task.cancelled():  # pragma: no cover - only when another task failed
-                raise RemoteEngineError(f"vLLM server {self.url}: request cancelled")
-            rows.extend(task.result())
-        return rows
+        if any(task.cancelled() for task in tasks):  # pragma: no cover - another task failed
+            raise RemoteEngineError(f"vLLM server {self.url}: request cancelled")
+        return [task.result() for task in tasks]
 
     @property
     def closed(self) -> bool:
@@ -275,12 +296,7 @@ class RemoteEngine:
         self, query: str, documents: list[str], *, truncate: int | None
     ) -> list[float]:
         """The server's own late-interaction scores (``POST /score``) of texts it tokenises."""
-        self._check_open()
-        info = self._info
-        if info is None:
-            await self._discover(poll_until=None)
-            info = self._info
-            assert info is not None
+        info = await self._ready()
         body = {
             "model": info.model,
             "queries": query,
@@ -555,3 +571,8 @@ class RemoteEngine:
             drop = 1 if self.settings.drops_first_row else 0
             shapes = [(len(i) - drop, info.dim) for i in ids]
             return decode_rows(resp, payload, shapes, fmt, where)
+
+    async def _pool_image(self, info: ServerInfo, prompt: ImagePrompt) -> ImageRows:
+        state = await self._http.clients.get()
+        async with state.semaphore:
+            return await self._images.rows(info.model, info.dim, prompt, self.settings.timeout)
