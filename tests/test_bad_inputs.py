@@ -72,6 +72,11 @@ class Ctx:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def reopen(self, path: Path, **settings: Any) -> None:
+        """Create a plain store at ``path`` and reopen it with ``settings``."""
+        MultiVectorStore(path, dim=4).close()
+        MultiVectorStore.open(path, **settings).close()
+
     def closed_store(self) -> MultiVectorStore:
         store = MultiVectorStore(self.root / "closed", encoder=self.encoder)
         store.close()
@@ -161,6 +166,8 @@ CASES: list[Case] = [
     Case("store", "an unknown compression", lambda c: MultiVectorStore(c.fresh("s1") / "x", encoder=c.encoder, compression="zip"), ValueError, "unknown compression"),
     Case("store", "dim=0", lambda c: MultiVectorStore(c.fresh("s2") / "x", dim=0), ValueError, "dim must be a positive int"),
     Case("store", "batch_size=0", lambda c: MultiVectorStore(c.fresh("s3") / "x", dim=4, batch_size=0), ValueError, "batch_size"),
+    Case("store", "pool_factor=0", lambda c: MultiVectorStore(c.fresh("s4") / "x", dim=4, pool_factor=0), ValueError, "pool_factor"),
+    Case("store", "reopening with another pool_factor", lambda c: c.reopen(c.fresh("s5") / "x", pool_factor=2), StoreMismatchError, "pool_factor=1, not 2"),
     Case("store", "opening a directory that is not a store", lambda c: c.not_a_store(), StoreCorruptError, "not a vllm-retrieval store"),
     Case("store", "opening a store that does not exist", lambda c: MultiVectorStore.open(c.root / "missing", encoder=c.encoder), FileNotFoundError, "missing"),
     Case("store", "an encoder with other settings", lambda c: c.other_model_store(), StoreMismatchError, "other encoder settings"),
