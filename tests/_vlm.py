@@ -76,3 +76,92 @@ def build_qwen25_vl(out: Path, *, seed: int = 0) -> Path:
         min_pixels=4 * PATCH * PATCH, max_pixels=64 * PATCH * PATCH
     ).save_pretrained(out)
     return out
+
+
+_TEXT = {
+    "vocab_size": 151936,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "intermediate_size": 128,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": True,
+}
+_IDS = {
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+}
+
+
+def _save(model: object, out: Path, patch: int) -> Path:
+    from transformers import AutoTokenizer, Qwen2VLImageProcessor
+
+    model.eval().save_pretrained(out)  # type: ignore[attr-defined]
+    AutoTokenizer.from_pretrained(QWEN_TOKENIZER).save_pretrained(out)
+    merged = 2 * patch
+    Qwen2VLImageProcessor(
+        patch_size=patch, min_pixels=4 * merged * merged, max_pixels=64 * merged * merged
+    ).save_pretrained(out)
+    return out
+
+
+def build_qwen2_vl(out: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random Qwen2-VL checkpoint (the same sizes as :func:`build_qwen25_vl`)."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    text = dict(_TEXT, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})
+    config = Qwen2VLConfig(
+        text_config=dict(text, rope_theta=10000.0),
+        vision_config={
+            "depth": 2,
+            "embed_dim": 64,
+            "hidden_size": 64,
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        **_IDS,
+    )
+    return _save(Qwen2VLForConditionalGeneration(config), out, 14)
+
+
+def build_qwen3_vl(out: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random Qwen3-VL checkpoint: head_dim 32, interleaved M-RoPE [8, 4, 4],
+    patch 16, one deepstack layer."""
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = Qwen3VLConfig(
+        text_config=dict(
+            _TEXT,
+            head_dim=32,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [8, 4, 4],
+                "mrope_interleaved": True,
+            },
+        ),
+        vision_config={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 64,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        **_IDS,
+    )
+    return _save(Qwen3VLForConditionalGeneration(config), out, 16)

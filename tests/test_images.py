@@ -509,3 +509,43 @@ def test_images_over_a_real_server_equal_the_in_process_engine(
     for got, want in zip([*tokens, *q_tokens], [*want_tokens, *want_q_tokens], strict=True):
         assert got.shape == want.shape  # the same vision rows (<|vision_start|>..<|vision_end|>)
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# -- the other Qwen-VL families (generic ``vlm`` profile): parity with transformers -------------
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_other_qwen_vl_families_match_transformers(family: str, tmp_path: Path) -> None:
+    """Qwen2-VL and Qwen3-VL (interleaved M-RoPE, deepstack) under the generic profile: every
+    row of an image prompt and of a text equals transformers' last hidden state, and the
+    dense vector is their mean. One engine per family, stopped at the end."""
+    import torch
+    import transformers
+
+    path = getattr(_vlm, f"build_{family}")(tmp_path / family)
+    model_cls = {
+        "qwen2_vl": transformers.Qwen2VLForConditionalGeneration,
+        "qwen3_vl": transformers.Qwen3VLForConditionalGeneration,
+    }[family]
+    model = model_cls.from_pretrained(path, dtype=torch.float32).eval()
+    processor = transformers.AutoProcessor.from_pretrained(path)
+    images = [_images()["astronaut"], _images()["coffee"]]
+    with Encoder(model=str(path), profile="vlm", dtype="float32") as enc:
+        assert enc.model_profile.kind == "vlm"
+        dense, tokens = enc.encode_images(images)
+        t_dense, t_tokens = enc.encode_documents(["Late interaction scores every token."])
+        template = (enc.model_profile.image_prompt or "").replace("{text}", "Describe the image.")
+        for n, img in enumerate(images):
+            inputs = processor(
+                text=[template], images=[img], return_tensors="pt", return_mm_token_type_ids=True
+            )
+            with torch.no_grad():
+                rows = model.model(**inputs).last_hidden_state[0].float().numpy()
+            assert inputs["input_ids"][0].tolist().count(IMAGE_PAD) == np.prod(enc.image_grid(img))
+            assert _cos_rows(tokens[n], rows) >= COS  # every row (the generic profile)
+            assert float(dense[n] @ _unit(rows.astype(np.float64).mean(0))) >= COS
+        text_ids = enc.encode_items(["Late interaction scores every token."])[0].token_ids
+        with torch.no_grad():
+            rows = model.model(input_ids=torch.tensor([text_ids])).last_hidden_state[0].numpy()
+        assert _cos_rows(t_tokens[0], rows) >= COS
+        assert float(t_dense[0] @ _unit(rows.astype(np.float64).mean(0))) >= COS
