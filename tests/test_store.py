@@ -616,3 +616,33 @@ def test_text_reopen_restores_encoder_and_refuses_another(
     assert again.encoder.model_profile.describe() == encoder.model_profile.describe()
     hits = again.search(enc["texts"][4][:300], k=1)
     assert hits[0].id == enc["ids"][4]
+
+
+def test_add_texts_overlaps_batches_and_keeps_those_written_before_an_error(
+    encoder: Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch k+1 is encoded while batch k is written; an encoder failure on batch 3 leaves
+    batches 1 and 2 stored (durable) and nothing of batch 3, and the error reaches the caller."""
+    from vllm_retrieval import EngineError
+
+    texts = [f"document number {i} about late interaction" for i in range(10)]
+    calls: list[list[str]] = []
+    real = Encoder.encode_documents
+
+    def flaky(self: Encoder, batch: Any) -> Any:
+        calls.append(list(batch))
+        if len(calls) == 3:
+            raise EngineError("the engine failed on batch 3 (test)")
+        return real(self, batch)
+
+    monkeypatch.setattr(Encoder, "encode_documents", flaky)
+    with MultiVectorStore(tmp_path / "s", encoder=encoder, batch_size=2) as store:
+        with pytest.raises(EngineError, match="batch 3"):
+            store.add_texts(texts, ids=list(range(10)))
+        assert calls == [texts[0:2], texts[2:4], texts[4:6]]  # never beyond the failure
+        assert len(store) == 4
+        assert sorted(h.id for h in store.get(list(range(10)))) == [0, 1, 2, 3]
+    monkeypatch.undo()
+    with MultiVectorStore.open(tmp_path / "s", encoder=encoder) as store:  # durable, usable
+        store.add_texts(texts[4:], ids=list(range(4, 10)))
+        assert len(store) == 10

@@ -34,6 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -318,21 +319,28 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
     ) -> list[DocId]:
         """Encode (one forward pass per text) and upsert texts; returns their ids.
 
-        Ids, metadata and texts are validated before anything is encoded or written; each
-        batch of ``batch_size`` texts is encoded and then written.
+        Ids, metadata and texts are validated before anything is encoded or written; texts
+        are encoded and written in batches of ``batch_size``, the encoding of the next batch
+        overlapping the write of this one (``benchmarks/ingest.py``). When this returns,
+        every document is durable; after an error, the batches written before it are.
         """
         self._ensure_open()
         items, metas, doc_ids = prepare(texts, metadatas, ids, allow_empty=False)
         enc = self.encoder
+        size = self.batch_size
         bar = self._progress(len(items), show_progress)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="vllm-retrieval-ingest")
         try:
-            for s in range(0, len(items), self.batch_size):
-                e = s + self.batch_size
-                dense, toks = enc.encode_documents(items[s:e])
+            pending = pool.submit(enc.encode_documents, items[:size])
+            for s in range(0, len(items), size):
+                dense, toks = pending.result()
+                if s + size < len(items):
+                    pending = pool.submit(enc.encode_documents, items[s + size : s + 2 * size])
                 self._write(self._points(items, metas, doc_ids, s, dense, toks))
                 if bar is not None:
                     bar.update(len(toks))
         finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # an encode in flight is dropped
             if bar is not None:
                 bar.close()
         return doc_ids
