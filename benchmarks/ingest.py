@@ -14,7 +14,6 @@ the median of the paired ratios add_texts / encode (the goal is >= 0.9).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -23,23 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
-SAMPLE = ROOT / "integrations" / "vllm_retrieval" / "data" / "sample_corpus.jsonl"
-
-
-def load_docs(n: int) -> list[str]:
-    path = SCIFACT / "corpus.jsonl" if (SCIFACT / "corpus.jsonl").is_file() else SAMPLE
-    docs: list[str] = []
-    with path.open() as fh:
-        for line in fh:
-            row = json.loads(line)
-            docs.append((row.get("title", "") + " " + row["text"]).strip())
-            if len(docs) == n:
-                break
-    while len(docs) < n:  # the small sample corpus: repeat it, numbered
-        docs.append(f"{len(docs)} {docs[len(docs) % max(1, len(docs))]}")
-    return docs
+from startup import load_docs  # SciFact abstracts (title + text), or the sample corpus
 
 
 def main() -> None:

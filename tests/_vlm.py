@@ -1,9 +1,9 @@
 """Tiny random vision-language checkpoints for tests and benchmarks (no weights download).
 
-A Qwen2.5-VL (Jina embeddings v4's architecture) with hidden size 64, 2 layers and head size
-32 (vLLM's CPU attention needs >= 32), around the real Qwen tokenizer of
-``../shared/fixtures/qwen-tokenizer`` (real token ids and chat template), with an image
-processor limited to 64 merged patches so an image costs 64 rows.
+Qwen2.5-VL (Jina embeddings v4's architecture), Qwen2-VL and Qwen3-VL with hidden size 64,
+2 layers and head size 32 (vLLM's CPU attention needs >= 32), around the real Qwen tokenizer
+of ``../shared/fixtures/qwen-tokenizer`` (real token ids and chat template), with an image
+processor limited to 64 merged patches so an image costs at most 64 rows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 QWEN_TOKENIZER = Path(
     os.environ.get("QWEN_TOKENIZER_DIR", REPO.parent / "shared" / "fixtures" / "qwen-tokenizer")
 )
-PATCH = 28  # patch 14 x spatial merge 2
 
 
 def missing() -> str | None:
@@ -27,55 +26,6 @@ def missing() -> str | None:
     except Exception as exc:
         return f"torchvision (CPU build) is not importable: {type(exc).__name__}"
     return None
-
-
-def build_qwen25_vl(out: Path, *, seed: int = 0) -> Path:
-    """Save a tiny random Qwen2.5-VL checkpoint (~50 MB, ~2 s) in ``out``."""
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-    )
-
-    torch.manual_seed(seed)
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": 151936,
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "intermediate_size": 128,
-            "max_position_embeddings": 2048,
-            "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
-            "rope_theta": 10000.0,
-            "tie_word_embeddings": True,
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-            "fullatt_block_indexes": [1],
-        },
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
-    )
-    Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(out)
-    AutoTokenizer.from_pretrained(QWEN_TOKENIZER).save_pretrained(out)
-    Qwen2VLImageProcessor(
-        min_pixels=4 * PATCH * PATCH, max_pixels=64 * PATCH * PATCH
-    ).save_pretrained(out)
-    return out
 
 
 _TEXT = {
@@ -165,3 +115,29 @@ def build_qwen3_vl(out: Path, *, seed: int = 0) -> Path:
         **_IDS,
     )
     return _save(Qwen3VLForConditionalGeneration(config), out, 16)
+
+
+def build_qwen25_vl(out: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random Qwen2.5-VL checkpoint (~50 MB, ~2 s) in ``out``."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    text = dict(_TEXT, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})
+    config = Qwen2_5_VLConfig(
+        text_config=dict(text, rope_theta=10000.0),
+        vision_config={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
+        **_IDS,
+    )
+    return _save(Qwen2_5_VLForConditionalGeneration(config), out, 14)

@@ -442,57 +442,19 @@ def test_framework_vector_stores_index_and_find_images(jina: Encoder, tmp_path: 
 def vlm_server(vlm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``vllm serve`` of the tiny checkpoint as the README documents it for images (request
     chat templates allowed), on 127.0.0.1; killed with its engine processes afterwards."""
-    import json
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
+    from _vllm_server import free_port, kill, start_vllm, wait_healthy
+    from vllm_retrieval import shutdown_remote_engines
 
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    env = dict(os.environ, VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(vlm_path), "--runner", "pooling",
-        "--pooler-config", json.dumps({"task": "token_embed", "use_activation": False}),
-        "--trust-request-chat-template",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--enforce-eager", "--seed", "0",
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("vlm-server") / "server.log"
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    log = tmp_path_factory.mktemp("vlm-server") / "server.log"
+    proc = start_vllm(str(vlm_path), port, log, "--trust-request-chat-template")
     try:
-        deadline = time.monotonic() + 900  # a busy 2-core machine is slow
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not healthy after 900 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1.0)
+        wait_healthy(url, proc, log)
         yield url
     finally:
-        from vllm_retrieval import shutdown_remote_engines
-
         shutdown_remote_engines()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill(proc)
 
 
 def test_images_over_a_real_server_equal_the_in_process_engine(

@@ -8,21 +8,15 @@ happens. The in-process side is the session ``encoder`` fixture (never a second 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
+from _vllm_server import free_port, kill, start_vllm, wait_healthy
 from vllm_retrieval import Encoder
 from vllm_retrieval.encoding import EncodedText, RemoteEngine, shutdown_remote_engines
 from vllm_retrieval.encoding.profiles import default_model_path
@@ -32,61 +26,19 @@ MODEL = default_model_path()
 COS = 0.9999
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_vllm(port: int, log: Path) -> subprocess.Popen[bytes]:
-    """The documented server command, with the in-process engine's settings."""
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
-    env.update(VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", MODEL, "--runner", "pooling",
-        "--pooler-config", json.dumps({"task": "token_embed", "use_activation": False}),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--enforce-eager", "--seed", "0",
-    ]  # fmt: skip
-    with log.open("wb") as fh:
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the server and its engine process (its own process group, by id)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     logdir = tempfile.TemporaryDirectory(prefix="vllm-remote-test-")
     log = Path(logdir.name) / "server.log"
-    proc = _start_vllm(port, log)
+    proc = start_vllm(MODEL, port, log)
     try:
-        deadline = time.monotonic() + 900  # a busy 2-core machine is slow
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not healthy after 900 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1.0)
+        wait_healthy(url, proc, log)
         yield url
     finally:
         shutdown_remote_engines()
-        _kill(proc)
+        kill(proc)
         logdir.cleanup()
 
 

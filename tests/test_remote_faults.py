@@ -18,10 +18,7 @@ import gc
 import io
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -33,6 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _vllm_server import free_port, kill, start_vllm, wait_healthy
 from vllm_retrieval import Encoder
 from vllm_retrieval.encoding import RemoteEngine, shutdown_remote_engines
 from vllm_retrieval.encoding.inputs import LoadedItem
@@ -540,14 +538,8 @@ def test_server_killed_mid_request_is_unreachable(stub: tuple[Stub, str]) -> Non
     assert isinstance(err, RemoteUnreachableError), repr(err)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_server_not_running() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     err = _raises_within(3.0 + SLACK, Encoder(base_url=url, timeout=3.0).start)
     assert isinstance(err, RemoteUnreachableError), repr(err)
     assert url in str(err) and "Connect" in str(err)
@@ -639,53 +631,13 @@ def test_close_closes_the_clients_of_every_loop(stub: tuple[Stub, str]) -> None:
 # -- a real vLLM server killed in the middle of a run -----------------------------------------
 
 
-def _start_vllm(port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
-    env.update(VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", MODEL, "--runner", "pooling",
-        "--pooler-config", json.dumps({"task": "token_embed", "use_activation": False}),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--enforce-eager", "--seed", "0",
-    ]  # fmt: skip
-    with log.open("wb") as fh:
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the server and its engine process (its own process group, by id)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, limit: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vLLM server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
-    pytest.fail(f"vLLM server not healthy after {limit:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 def test_real_server_killed_mid_run(tmp_path: Path, scifact_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "vllm-server.log"
-    proc = _start_vllm(port, log)
+    proc = start_vllm(MODEL, port, log)
     try:
-        _wait_healthy(url, proc, log, limit=900)
+        wait_healthy(url, proc, log)
         timeout = 30.0
         enc = Encoder(base_url=url, timeout=timeout, batch_size=16).start()
         with (scifact_dir / "corpus.jsonl").open() as fh:
@@ -703,7 +655,7 @@ def test_real_server_killed_mid_run(tmp_path: Path, scifact_dir: Path) -> None:
         time.sleep(2.0)  # requests are in flight: 400 abstracts take far longer than this
         assert worker.is_alive(), "the run finished before the server could be killed"
         killed_at = time.monotonic()
-        _kill(proc)
+        kill(proc)
         worker.join(timeout=timeout + SLACK)
         assert not worker.is_alive(), "encode hung after the server was killed"
         assert time.monotonic() - killed_at < timeout + SLACK
@@ -715,7 +667,7 @@ def test_real_server_killed_mid_run(tmp_path: Path, scifact_dir: Path) -> None:
         err = _raises_within(timeout + SLACK, lambda: enc.embed_documents(["after the kill"]))
         assert isinstance(err, RemoteUnreachableError), repr(err)
     finally:
-        _kill(proc)
+        kill(proc)
 
 
 # -- images over a remote server (a tiny Qwen2.5-VL's tokenizer and image processor) -----------
