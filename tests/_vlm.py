@@ -141,3 +141,27 @@ def build_qwen25_vl(out: Path, *, seed: int = 0) -> Path:
         **_IDS,
     )
     return _save(Qwen2_5_VLForConditionalGeneration(config), out, 14)
+
+
+def build_colqwen3(
+    out: Path, *, seed: int = 0, embed_dim: int = 32, declare_dim: bool = True
+) -> Path:
+    """A tiny ColQwen3-style retrieval checkpoint: the tiny Qwen3-VL plus a trained-looking
+    ``custom_text_proj`` (hidden 64 -> ``embed_dim``, with a large bias), the architecture
+    named ``ColQwen3`` and (``declare_dim``) ``embed_dim`` in config.json, as published
+    checkpoints have them."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    build_qwen3_vl(out, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    weights = load_file(out / "model.safetensors")
+    weights["custom_text_proj.weight"] = torch.randn(embed_dim, _TEXT["hidden_size"], generator=gen)
+    weights["custom_text_proj.bias"] = 3 * torch.randn(embed_dim, generator=gen)
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config.update(architectures=["ColQwen3"], **({"embed_dim": embed_dim} if declare_dim else {}))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out

@@ -89,7 +89,9 @@ def test_profiles_are_detected_and_named(vlm_path: Path) -> None:
     )
     assert prof.vision_rows_only and prof.vision_ids == (VISION_START, IMAGE_PAD, VISION_END)
     with pytest.raises(ValueError, match="jina-v4"):
-        Encoder(model=str(vlm_path), profile="clip")  # type: ignore[arg-type]
+        Encoder(model=str(vlm_path), profile="openclip")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ColQwen3-style checkpoint"):
+        Encoder(model=str(vlm_path), profile="colqwen")
     with pytest.raises(ValueError, match="does not fit"):
         Encoder(profile="colbert")
 
@@ -511,3 +513,50 @@ def test_other_qwen_vl_families_match_transformers(family: str, tmp_path: Path) 
             rows = model.model(input_ids=torch.tensor([text_ids])).last_hidden_state[0].numpy()
         assert _cos_rows(t_tokens[0], rows) >= COS
         assert float(t_dense[0] @ _unit(rows.astype(np.float64).mean(0))) >= COS
+
+
+# -- ColQwen3-style retrievers (Qwen3-VL + projection head) -------------------------------------
+
+
+@pytest.mark.parametrize("declare_dim", [True, False], ids=["embed_dim", "no-embed_dim"])
+def test_colqwen3_rows_keep_the_projection_bias(declare_dim: bool, tmp_path: Path) -> None:
+    """Every row is transformers' Qwen3-VL hidden state through the checkpoint's projection
+    (weight AND bias), L2-normalised; the dense vector is their mean. vLLM 0.32's own ColQwen3
+    drops the bias when config.json declares ``embed_dim`` and cannot load it when it does not:
+    the profile runs our model class, which keeps it (the bias is large here, so dropping it
+    would fail the parity below)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    path = _vlm.build_colqwen3(tmp_path / "colqwen3", declare_dim=declare_dim)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    head = load_file(path / "model.safetensors")
+    weight, bias = head["custom_text_proj.weight"], head["custom_text_proj.bias"]
+
+    def project(hidden: Any, with_bias: bool = True) -> np.ndarray:
+        out = hidden @ weight.T + (bias if with_bias else 0)
+        return _unit(out.numpy().astype(np.float64))
+
+    image = _images()["coffee"]
+    text = "Late interaction scores every token."
+    with Encoder(model=str(path), dtype="float32") as enc:
+        prof = enc.model_profile
+        assert prof.kind == "colqwen" and prof.takes_images and not prof.vision_rows_only
+        dense, tokens = enc.encode_images([image])
+        t_dense, t_tokens = enc.encode_documents([text])
+        template = (prof.image_prompt or "").replace("{text}", prof.image_text)
+        inputs = processor(
+            text=[template], images=[image], return_tensors="pt", return_mm_token_type_ids=True
+        )
+        text_ids = enc.encode_items([text])[0].token_ids
+        with torch.no_grad():
+            rows = model.model(**inputs).last_hidden_state[0]
+            t_rows = model.model(input_ids=torch.tensor([text_ids])).last_hidden_state[0]
+    assert tokens[0].shape == (len(inputs["input_ids"][0]), 32)  # every row, projected to 32
+    for got, hidden, vec in ((tokens[0], rows, dense[0]), (t_tokens[0], t_rows, t_dense[0])):
+        want = project(hidden)
+        assert _cos_rows(got, want) >= COS
+        assert _cos_rows(got, project(hidden, with_bias=False)) < 0.99  # the bias is there
+        assert float(vec @ _unit(want.mean(0))) >= COS

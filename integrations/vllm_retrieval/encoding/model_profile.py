@@ -16,7 +16,7 @@ import numpy.typing as npt
 __all__ = ["PROFILES", "ModelProfile", "Pooling", "ProfileKind"]
 
 Pooling = Literal["mean", "cls", "max", "last"]
-ProfileKind = Literal["sentence-transformers", "colbert", "bge-m3", "jina-v4", "vlm"]
+ProfileKind = Literal["sentence-transformers", "colbert", "bge-m3", "jina-v4", "vlm", "colqwen"]
 PROFILES: tuple[str, ...] = get_args(ProfileKind)
 FloatArray = npt.NDArray[np.float32]
 

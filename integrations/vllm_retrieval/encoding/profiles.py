@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .model_profile import PROFILES, ModelProfile, Pooling, ProfileKind
-from .vlm import VLM_ARCHITECTURES, vlm_profile
+from .vlm import COLQWEN_ARCHITECTURES, VLM_ARCHITECTURES, vlm_profile
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -140,7 +140,8 @@ def load_profile(
         raise ValueError(f"{model_path!r} has no readable config.json: not a model folder")
     archs = [str(a) for a in config.get("architectures") or []]
 
-    if profile in ("jina-v4", "vlm") or (profile is None and VLM_ARCHITECTURES & set(archs)):
+    vision_archs = (VLM_ARCHITECTURES | COLQWEN_ARCHITECTURES) & set(archs)
+    if profile in ("jina-v4", "vlm", "colqwen") or (profile is None and vision_archs):
         return vlm_profile(
             model_path,
             config,

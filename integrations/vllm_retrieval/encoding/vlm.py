@@ -15,16 +15,32 @@ row per merged image patch). From those rows:
 ``vlm``      a generic hidden-state embedding of any Qwen-VL checkpoint: the same image
              prompt, pooling over all rows (``mean`` by default; ``cls`` / ``max`` / ``last``),
              instruction prefixes as given.
+``colqwen``  ColQwen3-style late-interaction retrievers (ColQwen3 / Ops-ColQwen3 / Nemotron
+             ColEmbed: Qwen3-VL + a ``custom_text_proj`` linear head). vLLM's model applies the
+             head and L2-normalises each row: those rows are the token vectors (every row,
+             prompt tokens included, as ColPali scores them); the dense vector is their mean,
+             then L2. The engine runs our ``VLLMRetrievalColQwen3`` (see
+             ``backends/colqwen3_model.py``) so a trained projection bias is kept. Prompts
+             differ between checkpoints: none by default, pass the card's
+             ``query_prefix``/``document_prefix``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from .model_profile import ModelProfile, Pooling
 
-__all__ = ["IMAGE_PROMPT", "VLM_ARCHITECTURES", "merged_grid", "vlm_profile"]
+__all__ = [
+    "COLQWEN_ARCHITECTURES",
+    "IMAGE_PROMPT",
+    "VLM_ARCHITECTURES",
+    "merged_grid",
+    "vlm_profile",
+]
 
 VLM_ARCHITECTURES = frozenset(
     {
@@ -33,6 +49,9 @@ VLM_ARCHITECTURES = frozenset(
         "Qwen3VLForConditionalGeneration",
     }
 )
+# Qwen3-VL + projection head (names as in vLLM's registry: TomoroAI, OpenSearch-AI, NVIDIA).
+COLQWEN_ARCHITECTURES = frozenset({"ColQwen3", "OpsColQwen3Model", "Qwen3VLNemotronEmbedModel"})
+_PROJECTION_NAMES = ("custom_text_proj", "embedding_proj_layer")
 IMAGE_PROMPT = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{text}<|im_end|>\n"
 IMAGE_TEXT = "Describe the image."
 # Qwen-VL's special token ids (the same in Qwen2-VL, Qwen2.5-VL and Qwen3-VL).
@@ -66,6 +85,28 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
     return text if isinstance(text, dict) else config
 
 
+def _weight_names(model_dir: Path) -> list[str]:
+    """Tensor names of a safetensors checkpoint, read from the file headers only."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        return list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+    from safetensors import safe_open
+
+    names: list[str] = []
+    for file in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(file), framework="numpy") as fh:
+            names.extend(fh.keys())
+    return names
+
+
+def projection_has_bias(model_path: str) -> bool:
+    """Whether a ColQwen3-style checkpoint's projection head has a bias."""
+    return any(
+        name.endswith(".bias") and any(p in name for p in _PROJECTION_NAMES)
+        for name in _weight_names(Path(model_path))
+    )
+
+
 def vlm_profile(
     model_path: str,
     config: dict[str, Any],
@@ -77,9 +118,20 @@ def vlm_profile(
     max_length: int | None,
 ) -> ModelProfile:
     """The profile of a Qwen-VL family checkpoint (``jina-v4`` when named so or by name)."""
+    archs = set(config.get("architectures") or [])
     if profile is None:
         name = os.path.basename(os.path.normpath(model_path)).lower()
-        profile = "jina-v4" if "jina-embeddings-v4" in name else "vlm"
+        if COLQWEN_ARCHITECTURES & archs:
+            profile = "colqwen"
+        else:
+            profile = "jina-v4" if "jina-embeddings-v4" in name else "vlm"
+    colqwen = profile == "colqwen"
+    if colqwen and not COLQWEN_ARCHITECTURES & archs:
+        raise ValueError(
+            "profile 'colqwen' needs a ColQwen3-style checkpoint "
+            f"({', '.join(sorted(COLQWEN_ARCHITECTURES))}); {model_path!r} is "
+            f"{', '.join(sorted(archs)) or 'unnamed'}"
+        )
     model_limit = int(_text_config(config).get("max_position_embeddings", _DEFAULT_MAX_LENGTH))
     limit = max_length or min(model_limit, _DEFAULT_MAX_LENGTH)
     if limit > model_limit:
@@ -90,8 +142,21 @@ def vlm_profile(
         int(config.get("vision_end_token_id", _VISION[2])),
     )
     jina = profile == "jina-v4"
+    overrides: tuple[tuple[str, Any], ...] = ()
+    if COLQWEN_ARCHITECTURES & archs:  # whatever the profile: load the head with its bias
+        from .backends.vllm_plugin import COLQWEN3_ARCH, COLQWEN3_BIAS_FLAG
+
+        overrides = (
+            (
+                "hf_overrides",
+                {
+                    "architectures": [COLQWEN3_ARCH],
+                    COLQWEN3_BIAS_FLAG: projection_has_bias(model_path),
+                },
+            ),
+        )
     return ModelProfile(
-        kind="jina-v4" if jina else "vlm",
+        kind="jina-v4" if jina else ("colqwen" if colqwen else "vlm"),
         pooling=pooling or "mean",
         max_length=limit,
         query_prefix=query_prefix if query_prefix is not None else ("Query: " if jina else ""),
@@ -108,5 +173,6 @@ def vlm_profile(
         engine_overrides=(
             ("max_model_len", min(model_limit, limit + 4096)),
             ("limit_mm_per_prompt", {"image": 1, "video": 0}),
+            *overrides,
         ),
     )
