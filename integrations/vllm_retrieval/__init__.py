@@ -26,6 +26,7 @@ from .encoding import (
     shutdown_remote_engines,
 )
 from .errors import (
+    DenseOnlyModelError,
     EngineError,
     RemoteAuthError,
     RemoteEngineError,
@@ -59,6 +60,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "MODES",
+    "DenseOnlyModelError",
     "DuplicateIdError",
     "EncodedText",
     "Encoder",

@@ -6,6 +6,7 @@ import importlib
 from types import ModuleType
 
 __all__ = [
+    "DenseOnlyModelError",
     "EngineError",
     "RemoteAuthError",
     "RemoteEngineError",
@@ -52,6 +53,11 @@ class RemoteModelMismatchError(RemoteEngineError):
 
 class RemoteMalformedResponseError(RemoteEngineError):
     """The remote server answered with a body that is not the expected JSON or shape."""
+
+
+class DenseOnlyModelError(VLLMRetrievalError, ValueError):
+    """Token vectors were asked of a model that gives one vector per input (CLIP, SigLIP):
+    MaxSim, multi-vector stores and the reranker need a late-interaction model."""
 
 
 class StoreError(VLLMRetrievalError):

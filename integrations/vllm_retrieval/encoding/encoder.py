@@ -13,7 +13,7 @@ import numpy.typing as npt
 from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import Self
 
-from ..errors import EngineError, require
+from ..errors import DenseOnlyModelError, EngineError, require
 from .backends.base import EngineBackend, ImagePrompt, ImageRows, MultimodalBackend
 from .backends.local import EngineSettings
 from .backends.registry import (
@@ -40,14 +40,30 @@ _LEASE_LOCK = threading.Lock()
 
 
 class EncodedText:
-    """One encoded text: its dense vector, its token vectors and the ids they came from."""
+    """One encoded text: its dense vector, its token vectors and the ids they came from.
 
-    __slots__ = ("dense", "token_ids", "tokens")
+    A dual encoder (CLIP, SigLIP) gives no token vectors: ``tokens`` then raises
+    :class:`~vllm_retrieval.errors.DenseOnlyModelError`."""
 
-    def __init__(self, dense: FloatArray, tokens: FloatArray, token_ids: list[int]) -> None:
+    __slots__ = ("_tokens", "dense", "token_ids")
+
+    def __init__(self, dense: FloatArray, tokens: FloatArray | None, token_ids: list[int]) -> None:
         self.dense = dense
-        self.tokens = tokens
+        self._tokens = tokens
         self.token_ids = token_ids
+
+    @property
+    def tokens(self) -> FloatArray:
+        if self._tokens is None:
+            raise DenseOnlyModelError(_DENSE_ONLY)
+        return self._tokens
+
+
+_DENSE_ONLY = (
+    "this model is a dual encoder (CLIP / SigLIP): one vector per text or image, no token "
+    "vectors; MaxSim, multi-vector stores and the reranker need a late-interaction model "
+    "(ColBERT, BGE-M3, a Qwen-VL or ColQwen profile)"
+)
 
 
 class Encoder(EncoderSettings):
@@ -177,6 +193,8 @@ class Encoder(EncoderSettings):
     def _remote_settings(self, **options: Any) -> tuple[RemoteSettings, list[int], Any]:
         if self.base_url is None:
             raise ValueError("remote_engine() needs an Encoder(base_url=...)")
+        if self.model_profile.dense_only:
+            raise EngineError("dual encoders (CLIP / SigLIP) run in-process only, not remotely")
         settings = RemoteSettings(
             base_url=self.base_url.rstrip("/"),
             model_path=self._model_path,
@@ -244,6 +262,8 @@ class Encoder(EncoderSettings):
 
     def _finish(self, ids: list[int], rows: FloatArray, *, is_query: bool) -> EncodedText:
         prof = self.model_profile
+        if prof.dense_only:  # one row: the model's own text vector
+            return EncodedText(prof.pool(rows), None, ids)
         if rows.shape[0] != len(ids):
             raise RuntimeError(f"engine returned {rows.shape[0]} rows for {len(ids)} tokens")
         dense = prof.pool(rows)
@@ -335,6 +355,10 @@ class Encoder(EncoderSettings):
         (truncated to ``max_length`` tokens; an image alone gets the profile's image text)."""
         prof = self.model_profile
         assert prof.image_prompt is not None
+        if prof.dense_only and item.text is not None:
+            raise ValueError(
+                "a dual encoder (CLIP / SigLIP) embeds a text or an image, not both in one item"
+            )
         head, _, tail = prof.image_prompt.partition("{text}")
         if item.text is None:
             text = prof.image_text
@@ -353,6 +377,8 @@ class Encoder(EncoderSettings):
     def _finish_image(self, out: ImageRows, item: LoadedItem) -> EncodedText:
         prof = self.model_profile
         rows, ids = out.rows, out.token_ids
+        if prof.dense_only:  # one row: the model's own image vector
+            return EncodedText(prof.pool(rows), None, ids)
         if rows.shape[0] != len(ids):
             raise EngineError(f"engine returned {rows.shape[0]} rows for {len(ids)} tokens")
         if prof.vision_rows_only and item.text is None:
@@ -365,6 +391,7 @@ class Encoder(EncoderSettings):
         rows, row-major, after the model's processor has resized it."""
         if not self.model_profile.takes_images:
             raise ValueError(f"{self._model_path!r} is not a vision-language model")
+        self.require_token_vectors()  # a dual encoder has no patch vectors
         if self._image_processor is None:
             transformers = require("transformers", "cpu")
             self._image_processor = transformers.AutoImageProcessor.from_pretrained(
@@ -455,26 +482,36 @@ class Encoder(EncoderSettings):
             )
         return mixed
 
+    def require_token_vectors(self) -> None:
+        """Raise :class:`~vllm_retrieval.errors.DenseOnlyModelError` when the model gives no
+        token vectors (a dual encoder): callers that need them check before any work."""
+        if self.model_profile.dense_only:
+            raise DenseOnlyModelError(f"{self._model_path!r}: {_DENSE_ONLY}")
+
     def encode_images(self, images: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
         """Images' ``(dense [n, d], token vectors)`` from ONE forward pass per image."""
+        self.require_token_vectors()
         items = self.encode_items(check_images(images))
         return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
 
     def embed_images(self, images: Sequence[Any]) -> FloatArray:
         """Dense image vectors ``[n, d]`` float32, L2-normalised."""
-        return self.encode_images(images)[0]
+        items = self.encode_items(check_images(images))
+        return self._dense(items, items[0].dense.size if items else 0)
 
     def embed_images_tokens(self, images: Sequence[Any]) -> list[FloatArray]:
         """Token (patch) vectors per image, each ``[T_i, d]`` with L2-normalised rows."""
         return self.encode_images(images)[1]
 
     async def aencode_images(self, images: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        self.require_token_vectors()
         loaded = await asyncio.to_thread(check_images, images)
         items = await self.aencode_items(loaded)
         return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
 
     async def aembed_images(self, images: Sequence[Any]) -> FloatArray:
-        return (await self.aencode_images(images))[0]
+        items = await self.aencode_items(await asyncio.to_thread(check_images, images))
+        return self._dense(items, items[0].dense.size if items else 0)
 
     async def aembed_images_tokens(self, images: Sequence[Any]) -> list[FloatArray]:
         return (await self.aencode_images(images))[1]
@@ -512,21 +549,25 @@ class Encoder(EncoderSettings):
 
     def embed_documents_tokens(self, texts: Sequence[str]) -> list[FloatArray]:
         """Token vectors per document, each ``[T_i, d]`` float32 with L2-normalised rows."""
+        self.require_token_vectors()
         return [e.tokens for e in self.encode(texts)]
 
     def embed_query_tokens(self, text: str) -> FloatArray:
         """Query token vectors ``[T, d]`` (ColBERT: ``T == query_length``)."""
+        self.require_token_vectors()
         return self.encode([check_text(text, "query")], is_query=True)[0].tokens
 
     def encode_documents(self, texts: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
         """``(dense [n, d], token vectors)`` from ONE forward pass per text (or, for a
         vision-language model, per image or :class:`MultimodalItem`)."""
+        self.require_token_vectors()
         items = self.encode_items(texts) if self._items(texts, False) else self.encode(texts)
         return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
 
     def encode_queries(self, texts: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
         """Queries' ``(dense [n, d], token vectors)`` from one forward pass per query (texts,
         or for a vision-language model also images and :class:`MultimodalItem`)."""
+        self.require_token_vectors()
         items = (
             self.encode_items(texts, is_query=True)
             if self._items(texts, True)
@@ -542,17 +583,21 @@ class Encoder(EncoderSettings):
         return (await self.aencode([check_text(text, "query")], is_query=True))[0].dense
 
     async def aembed_documents_tokens(self, texts: Sequence[str]) -> list[FloatArray]:
+        self.require_token_vectors()
         return [e.tokens for e in await self.aencode(texts)]
 
     async def aembed_query_tokens(self, text: str) -> FloatArray:
+        self.require_token_vectors()
         return (await self.aencode([check_text(text, "query")], is_query=True))[0].tokens
 
     async def aencode_documents(self, texts: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        self.require_token_vectors()
         mixed = self._items(texts, False)
         items = await (self.aencode_items(texts) if mixed else self.aencode(texts))
         return self._dense(items, items[0].dense.size if items else 0), [e.tokens for e in items]
 
     async def aencode_queries(self, texts: Sequence[Any]) -> tuple[FloatArray, list[FloatArray]]:
+        self.require_token_vectors()
         mixed = self._items(texts, True)
         enc = self.aencode_items if mixed else self.aencode
         items = await enc(texts, is_query=True)

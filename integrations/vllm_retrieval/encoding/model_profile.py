@@ -16,7 +16,9 @@ import numpy.typing as npt
 __all__ = ["PROFILES", "ModelProfile", "Pooling", "ProfileKind"]
 
 Pooling = Literal["mean", "cls", "max", "last"]
-ProfileKind = Literal["sentence-transformers", "colbert", "bge-m3", "jina-v4", "vlm", "colqwen"]
+ProfileKind = Literal[
+    "sentence-transformers", "colbert", "bge-m3", "jina-v4", "vlm", "colqwen", "clip"
+]
 PROFILES: tuple[str, ...] = get_args(ProfileKind)
 FloatArray = npt.NDArray[np.float32]
 
@@ -52,10 +54,20 @@ class ModelProfile:
     image_text: str = ""
     vision_ids: tuple[int, int, int] | None = None  # (vision_start, image_pad, vision_end)
     vision_rows_only: bool = False
+    # Dual encoders (CLIP, SigLIP): the engine gives ONE vector per text or image (vLLM's
+    # ``embed`` task), so there are no token vectors; texts are padded with ``pad_id`` to
+    # ``max_length`` when the model was trained so (SigLIP).
+    dense_only: bool = False
+    pad_id: int | None = None
 
     @property
     def takes_images(self) -> bool:
-        return self.image_prompt is not None and self.vision_ids is not None
+        return self.image_prompt is not None
+
+    @property
+    def pooling_task(self) -> str:
+        """vLLM's pooling task for this model's engine."""
+        return "embed" if self.dense_only else "token_embed"
 
     def vision_span(self, ids: list[int]) -> tuple[int, int]:
         """``[start, stop)`` of the rows from ``<|vision_start|>`` to ``<|vision_end|>``."""
@@ -87,6 +99,7 @@ class ModelProfile:
                     "image_prompt": self.image_prompt,
                     "image_text": self.image_text,
                     "vision_rows_only": self.vision_rows_only,
+                    **({"dense_only": True} if self.dense_only else {}),
                 }
                 if self.takes_images
                 else {}
@@ -117,6 +130,8 @@ class ModelProfile:
         ids = head + base_ids[:room] + tail
         if self.is_colbert and is_query and self.query_length and self.mask_token_id is not None:
             ids = ids + [self.mask_token_id] * (self.query_length - len(ids))
+        if self.pad_id is not None:
+            ids = ids + [self.pad_id] * (self.max_length - len(ids))
         return ids
 
     def keep_mask(self, ids: list[int], *, is_query: bool) -> npt.NDArray[np.bool_] | None:

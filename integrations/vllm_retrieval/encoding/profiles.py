@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .dual import DUAL_ARCHITECTURES, dual_profile
 from .model_profile import PROFILES, ModelProfile, Pooling, ProfileKind
 from .vlm import COLQWEN_ARCHITECTURES, VLM_ARCHITECTURES, vlm_profile
 
@@ -140,6 +141,14 @@ def load_profile(
         raise ValueError(f"{model_path!r} has no readable config.json: not a model folder")
     archs = [str(a) for a in config.get("architectures") or []]
 
+    if profile == "clip" or (profile is None and DUAL_ARCHITECTURES & set(archs)):
+        return dual_profile(
+            model_path,
+            config,
+            query_prefix=query_prefix,
+            document_prefix=document_prefix,
+            max_length=max_length,
+        )
     vision_archs = (VLM_ARCHITECTURES | COLQWEN_ARCHITECTURES) & set(archs)
     if profile in ("jina-v4", "vlm", "colqwen") or (profile is None and vision_archs):
         return vlm_profile(

@@ -84,6 +84,11 @@ class MaxSimReranker(BaseModel):
     _cache: OrderedDict[str, FloatArray] = PrivateAttr(default_factory=OrderedDict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        # MaxSim needs token vectors: a dual encoder (CLIP/SigLIP) is a DenseOnlyModelError
+        self.encoder.require_token_vectors()
+
     # -- cache ------------------------------------------------------------------------------
 
     def _cache_get(self, key: str) -> FloatArray | None:

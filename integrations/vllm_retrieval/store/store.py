@@ -161,6 +161,8 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         if pool_factor is not None:
             check_pool_factor(pool_factor)
         self.sync_interval = check_seconds(sync_interval, "sync_interval")
+        if encoder is not None:
+            encoder.require_token_vectors()  # a dual encoder cannot fill a multi-vector store
         self._encoder = encoder
         self.batch_size = batch_size
         self.show_progress = show_progress

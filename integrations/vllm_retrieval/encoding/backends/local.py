@@ -8,7 +8,8 @@ the worker drains every request waiting in its queue into a single ``LLM.encode`
 The engine runs the ``token_embed`` task with ``use_activation=False``: each output row is
 a raw last hidden state (or a raw ColBERT projection). Dense pooling, row selection and L2
 normalisation happen in the core (:mod:`vllm_retrieval.encoding.profiles`), so one forward pass
-gives both the dense vector and the token vectors.
+gives both the dense vector and the token vectors. Dual encoders (CLIP, SigLIP) run the
+``embed`` task instead: one raw projected vector per prompt (:mod:`..dual`).
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ class SharedEngine:
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
+        self._task = "token_embed"
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ready: Future[None] = Future()
         self._thread = threading.Thread(
@@ -280,10 +282,13 @@ class SharedEngine:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cpus)))
         from vllm.config import PoolerConfig
 
+        extra = json.loads(self.settings.extra)
+        # token_embed: every row; embed: one vector per prompt (dual encoders, see dual.py)
+        self._task = str(extra.pop("pooling_task", "token_embed"))
         kwargs: dict[str, Any] = {
             "model": self.settings.model,
             "runner": "pooling",
-            "pooler_config": PoolerConfig(task="token_embed", use_activation=False),
+            "pooler_config": PoolerConfig(task=self._task, use_activation=False),  # type: ignore[arg-type]
             "dtype": self.settings.dtype,
             # CPU: no torch.compile (mode none), so no compile warm-up or profiling run
             "enforce_eager": not cuda,
@@ -296,7 +301,7 @@ class SharedEngine:
             kwargs["gpu_memory_utilization"] = 0.5
         else:
             kwargs.update(_CPU_ENGINE_KWARGS)
-        kwargs.update(json.loads(self.settings.extra))
+        kwargs.update(extra)
         if _FREEZE_GC and os.environ.get(_MP_ENV) == "0":
             gc.freeze()
         return vllm.LLM(**kwargs)
@@ -353,13 +358,14 @@ class SharedEngine:
             return
         prompts = [self._prompt(p) for j in live for p in j.ids]
         try:
-            outputs = llm.encode(prompts, pooling_task="token_embed", use_tqdm=False)
+            outputs = llm.encode(prompts, pooling_task=self._task, use_tqdm=False)
             rows: list[Any] = []
             for out, prompt in zip(outputs, (p for j in live for p in j.ids), strict=False):
                 error = getattr(out, "error", None)
                 if error:
                     raise EngineError(f"vLLM failed on a request: {error}")
                 data = np.asarray(out.outputs.data.float().cpu().numpy(), dtype=np.float32)
+                data = data.reshape(-1, data.shape[-1])  # embed: one [1, d] row
                 if isinstance(prompt, ImagePrompt):
                     rows.append(ImageRows(data, [int(i) for i in out.prompt_token_ids]))
                 else:
