@@ -19,11 +19,13 @@
 # vector per image patch (one forward pass), and a text query ranks pages by MaxSim over
 # those patches — no OCR. `explain` then shows which patch each query token matched.
 #
-# Use a real checkpoint for real results, e.g.
-# `Encoder(model="jinaai/jina-embeddings-v4-vllm-retrieval", profile="jina-v4")` (set
-# `VLM_MODEL`). Without one (CI has no model hub) this notebook builds a **tiny random**
-# Qwen2.5-VL from the test suite: the pipeline is exercised end to end, the rankings are
-# meaningless.
+# Use a real checkpoint for real results (set `VLM_MODEL`, and `VLM_PROFILE` if needed):
+# `jinaai/jina-embeddings-v4-vllm-retrieval` (profile `jina-v4`), a ColQwen3 retriever such as
+# `TomoroAI/tomoro-colqwen3-embed-4b` or `nvidia/nemotron-colembed-vl-4b-v2` (profile
+# `colqwen`, detected; pass the card's query prefix), or a Qwen3-VL embedding model (profile
+# `vlm`). CLIP / SigLIP give one vector per page (dense search only, no patch MaxSim).
+# Without one (CI has no model hub) this notebook builds a **tiny random** Qwen2.5-VL from
+# the test suite: the pipeline is exercised end to end, the rankings are meaningless.
 
 # %%
 import os
@@ -49,13 +51,14 @@ OUTPUT.mkdir(parents=True, exist_ok=True)
 WORK = Path(tempfile.mkdtemp(prefix="cookbook-pdf-"))
 
 model = os.environ.get("VLM_MODEL")
+profile = os.environ.get("VLM_PROFILE")  # None: detected (colqwen, vlm); jina-v4 by name
 if model is None:
     repo = Path(os.environ.get("VLLM_RETRIEVAL_REPO", Path.cwd().parent))
     sys.path.insert(0, str(repo / "tests"))
     import _vlm
 
-    model = str(_vlm.build_qwen25_vl(WORK / "tiny-qwen25-vl"))
-encoder = Encoder(model=model, profile="jina-v4").start()
+    model, profile = str(_vlm.build_qwen25_vl(WORK / "tiny-qwen25-vl")), "jina-v4"
+encoder = Encoder(model=model, profile=profile).start()
 
 # %% [markdown]
 # ## A folder of PDFs

@@ -16,6 +16,11 @@ BENCHMARKS = {
     "search": "search.py",
     "scifact": "scifact_store.py",
     "remote": "remote.py",
+    "images": "images.py",
+    "ingest": "ingest.py",
+    "startup": "startup.py",
+    "reduction": "reduction.py",
+    "concurrency": "concurrency.py",
 }
 
 
