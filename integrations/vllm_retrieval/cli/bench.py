@@ -21,6 +21,7 @@ BENCHMARKS = {
     "startup": "startup.py",
     "reduction": "reduction.py",
     "concurrency": "concurrency.py",
+    "disk": "disk.py",
 }
 
 

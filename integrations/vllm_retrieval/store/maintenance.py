@@ -105,20 +105,25 @@ class IndexMaintenance:
         (re)builds BM25 (:meth:`build_bm25`) when the store has none, or holds twice the
         documents its ``avg_len`` was measured on. Embedded: vacuums deleted documents, so
         that BM25's IDF no longer counts them.
+
+        The postings and BM25 vectors are written before the optimisers run, once: documents
+        written since the last optimisation are still in appendable segments then, where
+        Qdrant changes a sparse vector in place (in an optimised segment it copies the whole
+        point, token vectors included).
         """
         with self._lock:
             self._ensure_open()
-            self._backend.optimize()
             n = self._backend.count()
             if (
                 self.manifest.sparse_vector is not None
                 and self.manifest.token_index is None
                 and n >= MIN_DOCS
             ):
-                self.build_token_index()
+                self._build_token_index(None, 2, None, 0, None)
             bm25 = self.manifest.bm25
             if n and (bm25 is None or n >= 2 * bm25.measured_docs):
-                self.build_bm25()
+                self._build_bm25(None, None, None, {})
+            self._backend.optimize()
 
     def build_bm25(
         self,
@@ -141,6 +146,19 @@ class IndexMaintenance:
         recorded again only once every document carries its vector (until then the ``bm25``
         mode raises ``StoreError`` and the default search is ``hybrid``).
         """
+        with self._lock:
+            new = self._build_bm25(settings, avg_len, show_progress, overrides)
+            self._backend.optimize()
+            return new
+
+    def _build_bm25(
+        self,
+        settings: Mapping[str, Any] | Bm25Settings | None,
+        avg_len: float | None,
+        show_progress: bool | None,
+        overrides: dict[str, Any],
+    ) -> Bm25Settings:
+        """:meth:`build_bm25` without the optimisation after it."""
         base = settings if settings is not None else self.manifest.bm25
         new = bm25_settings(
             dict(base) if isinstance(base, Mapping) else base, avg_len=avg_len, **overrides
@@ -165,7 +183,6 @@ class IndexMaintenance:
                 if bar is not None:
                     bar.close()
             self.manifest = manifest
-            self._backend.optimize()
             self._save_manifest(self.manifest.model_copy(update={"bm25": new}))
             self._bm25 = encoder
             return new
@@ -214,6 +231,22 @@ class IndexMaintenance:
         sample_tokens = (
             None if sample_tokens is None else check_positive(sample_tokens, "sample_tokens")
         )
+        with self._lock:
+            settings = self._build_token_index(
+                centroids, nprobe, sample_tokens, seed, show_progress
+            )
+            self._backend.optimize()
+            return settings
+
+    def _build_token_index(
+        self,
+        centroids: int | None,
+        nprobe: int,
+        sample_tokens: int | None,
+        seed: int,
+        show_progress: bool | None,
+    ) -> TokenIndexSettings:
+        """:meth:`build_token_index` (arguments checked) without the optimisation after it."""
         if self.manifest.sparse_vector is None:
             raise StoreError(
                 "this store was created without the centroid sparse vector (an older "
@@ -241,7 +274,6 @@ class IndexMaintenance:
             finally:
                 if bar is not None:
                     bar.close()
-            self._backend.optimize()
             self._save_manifest(self.manifest.model_copy(update={"token_index": settings}))
             self._token_index = index
             return settings

@@ -1,0 +1,146 @@
+"""Disk footprint of the embedded store (Qdrant Edge): no lingering copies of the token
+vectors after index builds, a bounded WAL, and nothing lost to the compaction on reopen.
+
+The figures themselves are a benchmark (``benchmarks/disk.py``); these bounds are generous.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vllm_retrieval import Encoder
+from vllm_retrieval.store import MultiVectorStore
+from vllm_retrieval.store.backends import edge
+
+MIB = 1 << 20
+MODES = ["maxsim", "hybrid", "dense", "fusion"]
+
+
+def _allocated(p: Path) -> int:
+    return sum(f.stat().st_blocks * 512 for f in p.rglob("*") if f.is_file())
+
+
+def _footprint(path: Path) -> dict[str, int]:
+    """Allocated bytes: the shard's segments, its WAL, and the whole store."""
+    (shard,) = (d for d in path.iterdir() if d.is_dir() and d.name.startswith("shard"))
+    wal = _allocated(shard / "wal")
+    return {"segments": _allocated(shard) - wal, "wal": wal, "total": _allocated(path)}
+
+
+def _check(path: Path, raw: int, when: str) -> None:
+    fp = _footprint(path)
+    # One copy of the token vectors (plus dense vectors, HNSW, payload, sparse vectors and
+    # the last, partly filled chunk of each storage); before the fix, an index build left
+    # every replaced segment on disk: 4x and more.
+    assert fp["segments"] <= 1.25 * raw + 64 * MIB, (when, fp, raw)
+    assert fp["wal"] <= 128 * MIB, (when, fp)  # bounded whatever was written
+    assert fp["total"] <= 2.5 * raw, (when, fp, raw)
+
+
+def _results(store: MultiVectorStore, queries: list[str], qd: Any, qt: Any) -> list[Any]:
+    return [
+        [
+            (h.id, h.score)
+            for h in store.search_encoded(qd[i], qt[i], k=10, mode=mode, text=queries[i])
+        ]
+        for mode in MODES
+        for i in range(len(queries))
+    ]
+
+
+def test_index_builds_leave_one_copy_and_reopen_keeps_results(
+    encoder: Encoder, scifact_sample: dict[str, Any], tmp_path: Path
+) -> None:
+    corpus: dict[str, str] = scifact_sample["corpus"]  # type: ignore[assignment]
+    texts, ids = list(corpus.values()), list(corpus)
+    dense, tokens = encoder.encode_documents(texts)
+    raw = sum(t.shape[0] for t in tokens) * encoder.dimension * 4
+    assert raw > 40 * MIB  # large enough for the ratios to mean something
+    queries = list(scifact_sample["queries"].values())[:8]  # type: ignore[attr-defined]
+    qd, qt = encoder.encode_queries(queries)
+
+    path = tmp_path / "s"
+    store = MultiVectorStore(path, encoder=encoder, batch_size=64)
+    store.add_encoded(texts, dense, tokens, ids=ids)
+    _check(path, raw, "after add")
+    store.optimize()  # BM25 for every document, then the optimisers
+    _check(path, raw, "after optimize")
+    # On the optimised store every point is copied whole to change its postings: the
+    # optimisation after the build compacts the copies away.
+    store.build_token_index(centroids=64)
+    _check(path, raw, "after build_token_index")
+    store.build_bm25()
+    _check(path, raw, "after build_bm25")
+    before = _results(store, queries, qd, qt)
+    store.close()
+    _check(path, raw, "after close")
+
+    again = MultiVectorStore.open(path, encoder=encoder)
+    try:
+        assert len(again) == len(ids)
+        after = _results(again, queries, qd, qt)
+        for b, a in zip(before, after, strict=True):
+            assert [i for i, _ in a] == [i for i, _ in b]
+            np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=1e-6)
+        np.testing.assert_allclose(again.get_tokens(ids[:3]), tokens[:3], atol=1e-5)
+        _check(path, raw, "after reopen")
+    finally:
+        again.close()
+
+
+class _Counting:
+    """Stands in for the Edge shard: counts the points of each write and the flushes."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+        self.flushes = 0
+        self.converted = 0  # points converted for Edge so far
+        self.writes: list[int] = []  # ``converted`` at each write
+
+    def update(self, op: Any) -> None:
+        self.writes.append(self.converted)
+        self.shard.update(op)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.shard.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.shard, name)
+
+
+def test_writes_are_split_and_flushed_as_they_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each WAL entry holds at most about ``OP_VALUES`` floats (a larger document is an entry
+    of its own), and a flush truncates the WAL once ``FLUSH_BYTES`` went into it."""
+    dim = 8
+    monkeypatch.setattr(edge, "OP_VALUES", 10 * dim)  # ten vectors, dense ones included
+    monkeypatch.setattr(edge, "FLUSH_BYTES", 40 * dim * 4)  # forty vectors
+    # vectors per document (tokens + 1 dense): 5 5 | 20 | 2 2 2 2 2 | 2 2 4
+    lens = [4, 4, 19, 1, 1, 1, 1, 1, 1, 1, 3]
+    rng = np.random.default_rng(0)
+    tokens = [rng.standard_normal((n, dim)).astype(np.float32) for n in lens]
+    dense = rng.standard_normal((len(lens), dim)).astype(np.float32)
+    ids = list(range(len(lens)))
+    with MultiVectorStore(tmp_path / "s", dim=dim) as store:
+        backend = store._backend
+        assert isinstance(backend, edge.EdgeBackend)
+        counting = _Counting(backend.shard)
+        backend.shard = counting
+        real = edge.EdgeBackend._vectors
+
+        def spy(self: Any, p: Any) -> Any:
+            counting.converted += 1
+            return real(self, p)
+
+        monkeypatch.setattr(edge.EdgeBackend, "_vectors", spy)
+        store.add_encoded([f"t{i}" for i in ids], dense, tokens, ids=ids)
+        assert np.diff([0, *counting.writes]).tolist() == [2, 1, 5, 3]
+        assert counting.flushes == 1  # 40 vectors after the third entry
+        assert len(store) == len(ids)
+        assert store.search_encoded(dense[2], tokens[2], k=1, mode="maxsim")[0].id == 2
