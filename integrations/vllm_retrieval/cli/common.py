@@ -125,6 +125,7 @@ def open_store(
     create: bool,
     compression: Compression | None = None,
     pool_factor: int | None = None,
+    reduce_to: int | None = None,
     timings: dict[str, float] | None = None,
 ) -> MultiVectorStore:
     """Open (or, with ``create``, create) the store at ``index`` with the CLI's encoder.
@@ -140,7 +141,13 @@ def open_store(
     t0 = time.perf_counter()
     encoder = make_encoder(args, index)  # loads the tokenizer (imports transformers, torch)
     store = (
-        MultiVectorStore(index, encoder=encoder, compression=compression, pool_factor=pool_factor)
+        MultiVectorStore(
+            index,
+            encoder=encoder,
+            compression=compression,
+            pool_factor=pool_factor,
+            reduce_to=reduce_to,
+        )
         if create
         else MultiVectorStore.open(index, encoder=encoder)
     )

@@ -51,6 +51,14 @@ def add_index_parser(
         help="token pooling of a NEW store: about 1/N of each document's token vectors "
         "(hierarchical clustering; default 1: none)",
     )
+    p.add_argument(
+        "--reduce-to",
+        type=int,
+        metavar="D",
+        help="dimension reduction of a NEW store: dense and token vectors projected to D "
+        "dims by a PCA fitted on the stored vectors at the first optimisation from 1,000 "
+        "documents (default: none)",
+    )
 
 
 def _index_images(store: MultiVectorStore, pages: list[PageImage], progress: bool) -> int:
@@ -86,6 +94,7 @@ def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
         create=True,
         compression=compression,
         pool_factor=args.pool_factor,
+        reduce_to=args.reduce_to,
         timings=timings,
     )
     try:

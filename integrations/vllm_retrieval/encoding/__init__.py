@@ -28,6 +28,7 @@ from .profiles import (
     Pooling,
     default_model_path,
     load_profile,
+    matryoshka_dims,
     resolve_model_path,
 )
 from .settings import ENCODER_FIELDS, EncoderSettings
@@ -55,6 +56,7 @@ __all__ = [
     "default_model_path",
     "load_image",
     "load_profile",
+    "matryoshka_dims",
     "resolve_model_path",
     "shutdown_engines",
     "shutdown_remote_engines",

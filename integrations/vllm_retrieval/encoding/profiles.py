@@ -35,6 +35,7 @@ __all__ = [
     "ProfileKind",
     "default_model_path",
     "load_profile",
+    "matryoshka_dims",
     "resolve_model_path",
 ]
 
@@ -66,6 +67,19 @@ def resolve_model_path(model: str | None) -> str:
     if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
         raise ValueError(f"{model!r} has no readable config.json: not a model folder")
     return model
+
+
+def matryoshka_dims(model_path: str) -> tuple[int, ...] | None:
+    """The widths a model declares it was trained to be truncated to (Matryoshka), from its
+    ``config.json`` (``matryoshka_dimensions``, as vLLM reads it; ``is_matryoshka: true``
+    alone gives ``()``: any width); ``None`` when it declares none or is not a local folder."""
+    config = _read_json(Path(model_path) / "config.json")
+    if not isinstance(config, dict):
+        return None
+    dims = config.get("matryoshka_dimensions")
+    if isinstance(dims, list) and dims and all(type(d) is int and d > 0 for d in dims):
+        return tuple(dims)
+    return () if config.get("is_matryoshka") is True else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | list[Any] | None:

@@ -503,7 +503,8 @@ class VLLMMultiVectorStore(VectorStore):
         if not hits:
             return []
         reps = np.stack([_centroid(t) for t in self.store.get_tokens([h.id for h in hits])])
-        query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+        query = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
+        query = self.store.project_query(query)[0]  # the stored tokens' space
         picked = maximal_marginal_relevance(
             query,
             reps,  # type: ignore[arg-type]  # an [n, d] array works as the list of rows

@@ -498,7 +498,7 @@ class VLLMMultiVectorStore(BasePydanticVectorStore):
             return []
         reps = [_centroid(t) for t in self._store.get_tokens([h.id for h in hits])]
         _, picked = get_top_k_mmr_embeddings(
-            _centroid(query_tokens),
+            _centroid(self._store.project_query(query_tokens)),
             reps,
             similarity_top_k=request.k,
             embedding_ids=list(range(len(hits))),

@@ -101,10 +101,12 @@ def stored_tokens(
     store: MultiVectorStore, ids: Sequence[Any | None], texts: Sequence[str]
 ) -> list[FloatArray | None]:
     """The stored token vectors of each candidate whose id names a document of ``store``
-    holding exactly ``texts[i]`` (the vectors encode that text); ``None`` for the others."""
+    holding exactly ``texts[i]`` (the vectors encode that text); ``None`` for the others
+    (all of them in a store whose vectors are dimension-reduced)."""
     out: list[FloatArray | None] = [None] * len(texts)
     wanted = [(pos, doc_id) for pos, doc_id in enumerate(ids) if doc_id not in (None, "")]
-    if not wanted:
+    if not wanted or store.manifest.stored_dim != store.dim:  # reduced: not the encoder's
+        return out
         return out
     hits = lookup(store, [doc_id for _, doc_id in wanted], ambiguous="skip")
     reuse = [

@@ -33,10 +33,11 @@ def load_token_index(backend: StoreBackend, manifest: StoreManifest) -> Centroid
         cents = backend.load_centroids()
     except StoreCorruptError as exc:
         raise StoreCorruptError(f"{exc}{_HINT}") from None
-    if cents.shape != (settings.centroids, manifest.dim) or checksum(cents) != settings.sha256:
+    dim = manifest.stored_dim
+    if cents.shape != (settings.centroids, dim) or checksum(cents) != settings.sha256:
         raise StoreCorruptError(
             f"the token index centroids ({list(cents.shape)}) do not match the manifest "
-            f"({settings.centroids} x {manifest.dim}, sha256 {settings.sha256[:12]}...){_HINT}"
+            f"({settings.centroids} x {dim}, sha256 {settings.sha256[:12]}...){_HINT}"
         )
     return CentroidIndex(cents)
 

@@ -17,6 +17,7 @@ from ..errors import StoreError
 from .backends import StoreBackend
 from .lexical import Bm25Settings
 from .manifest import StoreManifest
+from .reduction import ReductionSettings
 from .token_index import TokenIndexSettings
 
 __all__ = ["StoreLifecycle"]
@@ -52,6 +53,7 @@ class StoreLifecycle:
             "dim": m.dim,
             "compression": m.compression,
             "pool_factor": m.pool_factor,
+            "reduction": m.reduction.model_dump() if m.reduction else None,
             "model": m.encoder.model if m.encoder else None,
             "token_index": m.token_index.model_dump() if m.token_index else None,
             "bm25": m.bm25.model_dump() if m.bm25 else None,
@@ -76,6 +78,11 @@ class StoreLifecycle:
     def pool_factor(self) -> int:
         """Token pooling at write time (``1``: none); recorded in the manifest."""
         return self.manifest.pool_factor
+
+    @property
+    def reduction(self) -> ReductionSettings | None:
+        """Dimension reduction (``reduce_to``; ``None``: none), fitted or not yet."""
+        return self.manifest.reduction
 
     @property
     def closed(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, StoreMismatchError
 from .backends import StoreBackend
@@ -22,7 +22,11 @@ from .indexing import build_bm25, build_postings, load_token_index
 from .lexical import Bm25Encoder, Bm25Settings, bm25_settings
 from .manifest import StoreManifest, parse_manifest
 from .records import check_positive
+from .reduction import ReductionSettings
 from .token_index import MIN_DOCS, CentroidIndex, TokenIndexSettings
+
+if TYPE_CHECKING:
+    from .dimensions import Projections
 
 __all__ = ["IndexMaintenance"]
 
@@ -39,6 +43,7 @@ class IndexMaintenance:
     _drop_token_index: bool
     _token_index: CentroidIndex | None
     _bm25: Bm25Encoder | None
+    _projections: Projections | None
     sync_interval: float
     _synced_at: float
 
@@ -110,10 +115,16 @@ class IndexMaintenance:
         written since the last optimisation are still in appendable segments then, where
         Qdrant changes a sparse vector in place (in an optimised segment it copies the whole
         point, token vectors included).
+
+        In a store created with ``reduce_to``, the first optimisation from 1,000 documents
+        fits the dimension reduction first (:meth:`reduce_dimensions`).
         """
         with self._lock:
             self._ensure_open()
             n = self._backend.count()
+            wanted = self.manifest.reduction
+            if wanted is not None and not wanted.fitted and n >= MIN_DOCS:
+                self._reduce(0)
             if (
                 self.manifest.sparse_vector is not None
                 and self.manifest.token_index is None
@@ -124,6 +135,43 @@ class IndexMaintenance:
             if n and (bm25 is None or n >= 2 * bm25.measured_docs):
                 self._build_bm25(None, None, None, {})
             self._backend.optimize()
+
+    def reduce_dimensions(self, *, seed: int = 0) -> ReductionSettings:
+        """Fit the dimension reduction of a store created with ``reduce_to`` now (also run
+        by ``optimize()`` from 1,000 documents; needs at least ``reduce_to`` documents).
+
+        A PCA for token vectors (on up to 100,000 of them, from documents drawn at random)
+        and one for dense vectors (up to 20,000 documents); every document is then copied,
+        projected, into a new shard (the disk space of a second, smaller copy), and the
+        manifest naming it is the commit point: a crash before leaves the full-width store.
+        A token index is rebuilt on the reduced vectors. Once fitted, this returns the
+        recorded settings: the full-width vectors are gone, so it never refits.
+        """
+        with self._lock:
+            self._ensure_open()
+            r = self.manifest.reduction
+            if r is None:
+                raise StoreError("this store was created without reduce_to: nothing to fit")
+            if r.fitted:
+                return r
+            self._reduce(seed)
+            self._backend.optimize()
+            assert self.manifest.reduction is not None
+            return self.manifest.reduction
+
+    def _reduce(self, seed: int) -> None:
+        """:meth:`reduce_dimensions` (not yet fitted) without the optimisation after it."""
+        from .dimensions import fit_projections, reduce_store
+
+        r = self.manifest.reduction
+        assert r is not None
+        index = self.manifest.token_index
+        proj, n_tok, n_docs = fit_projections(self._backend, r.dims, seed=seed)
+        self.manifest = reduce_store(self._backend, self.manifest, proj, (n_tok, n_docs))
+        self._projections = proj
+        self._token_index = None
+        if index is not None:  # its centroids were full-width: train them again
+            self._build_token_index(None, index.nprobe, None, seed, None)
 
     def build_bm25(
         self,

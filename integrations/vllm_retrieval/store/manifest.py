@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import StoreCorruptError, StoreMismatchError
 from .files import atomic_write_text
 from .lexical import BM25, Bm25Settings
+from .reduction import ReductionSettings
 from .token_index import TokenIndexSettings
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "new_manifest",
     "parse_manifest",
     "read_manifest_file",
+    "reduction_for",
     "write_manifest_file",
 ]
 
@@ -110,6 +112,10 @@ class StoreManifest(BaseModel):
         description="Token pooling at write time (store/reduction.py; 1: none). Queries are "
         "never pooled.",
     )
+    reduction: ReductionSettings | None = Field(
+        default=None,
+        description="PCA of dense and token vectors to fewer dimensions (None: none).",
+    )
     encoder: RecordedEncoder | None = Field(
         default=None, description="None: vectors are supplied by the caller (add_encoded)."
     )
@@ -137,6 +143,12 @@ class StoreManifest(BaseModel):
         description="Embedded store: the folder of the Qdrant Edge shard.",
     )
 
+    @property
+    def stored_dim(self) -> int:
+        """Width of the vectors in Qdrant: ``dim``, or the reduced width once fitted."""
+        r = self.reduction
+        return r.dims if r is not None and r.fitted else self.dim
+
 
 def _model_id(encoder: Encoder) -> str:
     from ..encoding import DEFAULT_MODEL, default_model_path
@@ -156,6 +168,7 @@ def new_manifest(
     bm25: Bm25Settings | None = None,
     *,
     pool_factor: int | None = None,
+    reduce_to: int | None = None,
 ) -> StoreManifest:
     """The manifest of a new store (``dim`` learned from the encoder when not given).
 
@@ -166,15 +179,28 @@ def new_manifest(
         if encoder is None:
             raise ValueError("a new store without an encoder needs dim=")
         dim = int(encoder.dimension)
+    if reduce_to is not None and reduce_to >= dim:
+        raise ValueError(f"reduce_to must be below the vectors' width {dim}, got {reduce_to}")
     return StoreManifest(
         dim=dim,
         compression=compression,  # type: ignore[arg-type]
         pool_factor=1 if pool_factor is None else pool_factor,
+        reduction=None if reduce_to is None else reduction_for(encoder, reduce_to),
         encoder=recorded,
         sparse_vector=CENTROIDS,
         bm25_vector=BM25,
         bm25=bm25,
     )
+
+
+def reduction_for(encoder: Encoder | None, dims: int) -> ReductionSettings:
+    """Matryoshka truncation when the encoder's model declares ``dims``, else a PCA."""
+    from ..encoding import matryoshka_dims
+
+    declared = None if encoder is None else matryoshka_dims(encoder.model_path)
+    if declared is not None and (not declared or dims in declared):
+        return ReductionSettings(method="matryoshka", dims=dims)
+    return ReductionSettings(dims=dims)
 
 
 def check_manifest(
@@ -185,6 +211,7 @@ def check_manifest(
     where: str,
     *,
     pool_factor: int | None = None,
+    reduce_to: int | None = None,
 ) -> None:
     """Refuse (``StoreMismatchError``) settings other than the store's own."""
     if dim is not None and dim != manifest.dim:
@@ -197,6 +224,12 @@ def check_manifest(
         raise StoreMismatchError(
             f"{where} pools document tokens with pool_factor={manifest.pool_factor}, not "
             f"{pool_factor}: one store holds one kind of token vectors"
+        )
+    have = None if manifest.reduction is None else manifest.reduction.dims
+    if reduce_to is not None and reduce_to != have:
+        held = "full-width vectors" if have is None else f"vectors reduced to {have} dims"
+        raise StoreMismatchError(
+            f"{where} holds {held}, not reduce_to={reduce_to}: one store holds one kind of vectors"
         )
     if encoder is not None and manifest.encoder is not None:
         mine = RecordedEncoder.of(encoder)

@@ -12,17 +12,69 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import require
 
 FloatArray = npt.NDArray[np.float32]
 
-__all__ = ["Projection", "check_pool_factor", "pool_tokens"]
+__all__ = [
+    "Projection",
+    "ReductionSettings",
+    "check_pool_factor",
+    "check_reduce_to",
+    "pool_tokens",
+    "projections_checksum",
+]
+
+
+class ReductionSettings(BaseModel):
+    """Dimension reduction recorded in the store manifest (the projections live beside it).
+
+    Asked for when the store is created (``reduce_to``). ``pca``: fitted once, at
+    ``optimize()`` (or ``reduce_dimensions()``), on a sample of the stored vectors: until then
+    the store holds full-width vectors, afterwards ``dims``-wide ones (the full-width ones are
+    gone). ``matryoshka`` (the encoder's model declares that width in its config): the first
+    ``dims`` coordinates, re-normalised, from the first write on; nothing is fitted.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["pca", "matryoshka"] = "pca"
+    dims: int = Field(gt=0, description="Width of the stored vectors once fitted.")
+    sha256: str | None = Field(
+        default=None,
+        description="Checksum of the fitted projections (None: not fitted yet, the stored "
+        "vectors are full-width).",
+    )
+    fitted_tokens: int = Field(default=0, ge=0, description="Token vectors the PCA saw.")
+    fitted_docs: int = Field(default=0, ge=0, description="Dense vectors the PCA saw.")
+
+    @property
+    def fitted(self) -> bool:
+        """Whether stored vectors are ``dims`` wide (always for Matryoshka truncation)."""
+        return self.method == "matryoshka" or self.sha256 is not None
+
+
+def check_reduce_to(reduce_to: Any) -> int:
+    """``reduce_to`` itself if it is an int ``>= 1``, else ``ValueError``."""
+    if isinstance(reduce_to, bool) or not isinstance(reduce_to, int) or reduce_to < 1:
+        raise ValueError(f"reduce_to must be an int >= 1, got {reduce_to!r}")
+    return reduce_to
+
+
+def projections_checksum(tokens: FloatArray, dense: FloatArray) -> str:
+    """SHA-256 of the token then the dense projection matrix (float32, C order)."""
+    h = hashlib.sha256()
+    for arr in (tokens, dense):
+        h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 def check_pool_factor(pool_factor: Any) -> int:

@@ -45,6 +45,7 @@ from pydantic import SecretStr
 from ..encoding import check_text
 from ..errors import StoreCorruptError, StoreError
 from .backends import StoreBackend, open_backend
+from .dimensions import Projections, load_projections
 from .filters import FilterNode, parse_filter, to_qdrant
 from .images import encode_image_batches
 from .lexical import Bm25Encoder, Bm25Settings, bm25_settings
@@ -73,7 +74,7 @@ from .records import (
     point_ids,
     prepare,
 )
-from .reduction import check_pool_factor, pool_tokens
+from .reduction import check_pool_factor, check_reduce_to, pool_tokens
 from .token_index import CentroidIndex
 
 if TYPE_CHECKING:
@@ -125,6 +126,14 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
             ``2`` halves the stored tokens for ~0.2 nDCG@10 point on SciFact
             (``benchmarks/reduction.py``). Recorded in the manifest: ``None`` on reopen keeps
             it, another value is refused (``StoreMismatchError``).
+        reduce_to: Dimension reduction of a new store, dense and token vectors alike. When
+            the encoder's model declares that Matryoshka width (``config.json``), its first
+            ``reduce_to`` coordinates from the first write on (any backend). Otherwise
+            (embedded stores only) a PCA: vectors are stored full-width until ``optimize()``
+            (from 1,000 documents) or :meth:`reduce_dimensions` fits one per kind on a
+            sample of them, then ``reduce_to`` wide. Documents and queries are projected
+            alike (``benchmarks/reduction.py``: bytes and nDCG). Recorded in the manifest
+            like ``pool_factor``.
     """
 
     def __init__(
@@ -147,6 +156,7 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         lock_timeout: float = 0.0,
         sync_interval: float = 1.0,
         pool_factor: int | None = None,
+        reduce_to: int | None = None,
         _must_exist: bool = False,
     ) -> None:
         if compression is not None and compression not in COMPRESSIONS:
@@ -160,6 +170,8 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         lock_timeout = check_seconds(lock_timeout, "lock_timeout")
         if pool_factor is not None:
             check_pool_factor(pool_factor)
+        if reduce_to is not None:
+            check_reduce_to(reduce_to)
         self.sync_interval = check_seconds(sync_interval, "sync_interval")
         if encoder is not None:
             encoder.require_token_vectors()  # a dual encoder cannot fill a multi-vector store
@@ -171,6 +183,7 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         self._drop_token_index = bool(drop_token_index)
         self._token_index: CentroidIndex | None = None
         self._bm25: Bm25Encoder | None = None
+        self._projections: Projections | None = None
         wanted = (
             None
             if bm25 is None
@@ -192,12 +205,14 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
             bm25=wanted or Bm25Settings(),
             lock_timeout=lock_timeout,
             pool_factor=pool_factor,
+            reduce_to=reduce_to,
         )
         self._synced_at = time.monotonic()  # the manifest was just read
         self.path: Path | None = None if path is None else Path(path)
         self.collection: str | None = None if path is not None else collection
         try:
             self._check_bm25(wanted)
+            self._projections = load_projections(self._backend, self.manifest)
             self._token_index = self._load_token_index()
             self._drop_token_index = False  # on opening only: never an index built later
             self._bm25 = Bm25Encoder(self.manifest.bm25) if self.manifest.bm25 else None
@@ -247,6 +262,8 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
             self._ensure_open()
             self._sync_token_index()
             index, bm25 = self._token_index, self._bm25
+            if self._projections is not None:  # a reduced store: documents projected
+                self._projections.points(points)
             if index is not None:  # new documents join the token index as they are written
                 for p, sparse in zip(points, index.assign([p.tokens for p in points]), strict=True):
                     p.sparse = sparse
@@ -450,11 +467,28 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         """Stored documents for ``ids`` in the given order (unknown ids are skipped)."""
         return [hit(rec.payload, math.nan, doc_id) for doc_id, rec in self._retrieve(ids, False)]
 
+    def project_query(self, vectors: Any, kind: str = "tokens") -> FloatArray:
+        """Query vectors as the store compares them: ``tokens`` ``[Q, d]`` or a ``dense``
+        ``[d]`` vector, projected once the store's dimension reduction is fitted (else
+        returned as float32); for scoring against :meth:`get_tokens`."""
+        if kind not in ("tokens", "dense"):
+            raise ValueError(f"kind must be 'tokens' or 'dense', got {kind!r}")
+        arr = np.asarray(vectors, dtype=np.float32)
+        with self._lock:
+            proj = self._projections
+        if proj is None:
+            return arr
+        if kind == "dense":
+            row: FloatArray = proj.dense(arr.reshape(1, -1))[0]
+            return row
+        return proj.tokens(arr)
+
     def get_tokens(self, ids: Sequence[DocId]) -> list[FloatArray]:
         """Stored token vectors ``[T_i, d]`` float32 per id (``KeyError`` for unknown ids).
 
-        Vectors come back as stored: L2-normalised (cosine) and, with ``fp16``/``int8``/
-        ``binary`` compression, rounded to fp16.
+        Vectors come back as stored: L2-normalised (cosine), with ``fp16``/``int8``/
+        ``binary`` compression rounded to fp16, in a reduced store ``reduce_to`` wide
+        (score them against :meth:`project_query`).
         """
         ids = list(ids)
         recs = self._retrieve(ids, with_tokens=True)
@@ -505,10 +539,12 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         self, plan: QueryPlan, node: FilterNode | None, dense: Any, tokens: Any, text: str | None
     ) -> list[SearchHit]:
         q_dense, q_tok = plan.query_vectors(dense, tokens, self.dim)
-        vectors: dict[str, Any] = {DENSE: q_dense, TOKENS: q_tok}
-        vectors = {name: v for name, v in vectors.items() if v is not None}
         with self._lock:
             self._ensure_open()
+            if self._projections is not None:  # a reduced store: the query projected
+                q_dense, q_tok = self._projections.query(q_dense, q_tok)
+            vectors: dict[str, Any] = {DENSE: q_dense, TOKENS: q_tok}
+            vectors = {name: v for name, v in vectors.items() if v is not None}
             flt = to_qdrant(node, self._backend.factory) if node is not None else None
             index, settings = self._token_index, self.manifest.token_index
             if plan.uses_token_index and index is not None and settings is not None:

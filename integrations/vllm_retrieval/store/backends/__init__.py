@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from ...errors import StoreError
 from ..lexical import Bm25Settings
-from ..manifest import StoreManifest
+from ..manifest import StoreManifest, reduction_for
 from .base import Scored, StoreBackend, scroll
 from .client import ClientBackend, open_client
 from .edge import EdgeBackend, open_edge
@@ -46,6 +47,7 @@ def open_backend(
     bm25: Bm25Settings | None = None,
     lock_timeout: float = 0.0,
     pool_factor: int | None = None,
+    reduce_to: int | None = None,
 ) -> tuple[StoreBackend, StoreManifest]:
     """The backend for exactly one target: ``path`` (embedded) or a Qdrant client target.
 
@@ -58,7 +60,21 @@ def open_backend(
         raise ValueError("give path= (embedded Qdrant Edge) or url= (Qdrant server)")
     if path is not None:
         return open_edge(
-            Path(path), encoder, compression, dim, must_exist, bm25, lock_timeout, pool_factor
+            Path(path),
+            encoder,
+            compression,
+            dim,
+            must_exist,
+            bm25,
+            lock_timeout,
+            pool_factor,
+            reduce_to,
+        )
+    if reduce_to is not None and reduction_for(encoder, reduce_to).method != "matryoshka":
+        raise StoreError(
+            "reduce_to (a PCA fitted at optimize()) needs the embedded store (path=) for now: "
+            "the vectors' width of a Qdrant collection is fixed when it is created (Matryoshka "
+            "truncation, for models that declare the width, works on a server too)"
         )
     return open_client(
         collection,
@@ -74,4 +90,5 @@ def open_backend(
         bm25=bm25,
         lock_timeout=lock_timeout,
         pool_factor=pool_factor,
+        reduce_to=reduce_to,
     )

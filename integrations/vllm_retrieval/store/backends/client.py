@@ -111,9 +111,9 @@ class ClientBackend:
         self.client.create_collection(
             self.collection,
             vectors_config={
-                DENSE: m.VectorParams(size=manifest.dim, distance=m.Distance.COSINE),
+                DENSE: m.VectorParams(size=manifest.stored_dim, distance=m.Distance.COSINE),
                 TOKENS: m.VectorParams(
-                    size=manifest.dim,
+                    size=manifest.stored_dim,
                     distance=m.Distance.COSINE,
                     multivector_config=m.MultiVectorConfig(
                         comparator=m.MultiVectorComparator.MAX_SIM
@@ -434,6 +434,7 @@ def open_client(
     bm25: Bm25Settings | None = None,
     lock_timeout: float = 0.0,
     pool_factor: int | None = None,
+    reduce_to: int | None = None,
 ) -> tuple[ClientBackend, StoreManifest]:
     """Open (or create) the store's collection; checks its settings on reopen."""
     qc = require("qdrant_client", "qdrant")
@@ -452,12 +453,15 @@ def open_client(
         raw = backend.read_manifest()
         if raw is not None:
             manifest = parse_manifest(raw, where)
-            check_manifest(manifest, encoder, compression, dim, where, pool_factor=pool_factor)
+            layout = {"pool_factor": pool_factor, "reduce_to": reduce_to}
+            check_manifest(manifest, encoder, compression, dim, where, **layout)
             backend.quantized = manifest.compression in ("int8", "binary")
         else:
             if must_exist:
                 raise FileNotFoundError(f"no {where} on the Qdrant server")
-            manifest = new_manifest(encoder, compression, dim, bm25, pool_factor=pool_factor)
+            manifest = new_manifest(
+                encoder, compression, dim, bm25, pool_factor=pool_factor, reduce_to=reduce_to
+            )
             backend.create(manifest)
     except BaseException:
         client.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,10 @@ if TYPE_CHECKING:
 __all__ = ["CENTROIDS_FILE", "CREATING", "EdgeBackend", "open_edge"]
 
 FloatArray = npt.NDArray[np.float32]
+#: Rewrites a page of stored records' vectors (by schema name) for :meth:`copy_shard`.
+Convert = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 CENTROIDS_FILE = "token_index.npy"
+PROJECTION_FILE = "projection.npz"
 CREATING = ".vllm_retrieval.creating"
 _SHARD_RE = re.compile(r"^shard(\.[0-9]+)?$")
 #: Floats (token and dense vectors) per update operation: one WAL entry each, ~1.25x their
@@ -123,6 +127,22 @@ class EdgeBackend:
             raise StoreCorruptError(f"token index centroids unreadable: {exc}") from None
         return arr
 
+    def save_projections(self, tokens: FloatArray, dense: FloatArray) -> None:
+        """``projection.npz`` beside the manifest (written like the centroids)."""
+        toks = np.ascontiguousarray(tokens, dtype=np.float32)
+        dense = np.ascontiguousarray(dense, dtype=np.float32)
+        atomic_write(self.dir / PROJECTION_FILE, lambda fh: np.savez(fh, tokens=toks, dense=dense))
+
+    def load_projections(self) -> tuple[FloatArray, FloatArray]:
+        try:
+            with np.load(self.dir / PROJECTION_FILE, allow_pickle=False) as npz:
+                pair = (npz["tokens"], npz["dense"])
+            if any(a.dtype != np.float32 or a.ndim != 2 for a in pair):
+                raise ValueError("not two float32 matrices")
+        except Exception as exc:  # any damage is reported as such, never as a crash
+            raise StoreCorruptError(f"dimension-reduction projections unreadable: {exc}") from None
+        return pair
+
     # -- schema ---------------------------------------------------------------------------------
 
     def _config(self, m: StoreManifest) -> Any:
@@ -157,9 +177,9 @@ class EdgeBackend:
             sparse_vectors=sparse or None,
             optimizers=optimizers,
             vectors={
-                DENSE: qe.EdgeVectorParams(size=m.dim, distance=qe.Distance.Cosine),
+                DENSE: qe.EdgeVectorParams(size=m.stored_dim, distance=qe.Distance.Cosine),
                 TOKENS: qe.EdgeVectorParams(
-                    size=m.dim,
+                    size=m.stored_dim,
                     distance=qe.Distance.Cosine,
                     multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
                     hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=0),
@@ -214,11 +234,17 @@ class EdgeBackend:
 
     def add_bm25_vector(self, manifest: StoreManifest) -> StoreManifest:
         """Edge cannot add a vector to a shard: copy every point into a new shard folder
-        whose schema has it; the manifest naming the new folder is the commit point (a
-        crash before leaves the old shard in use, and the next open removes the copy)."""
+        whose schema has it (:meth:`copy_shard`)."""
+        return self.copy_shard(manifest.model_copy(update={"bm25_vector": BM25}), None)
+
+    def copy_shard(self, manifest: StoreManifest, convert: Convert | None) -> StoreManifest:
+        """Copy every point into a new shard folder made with ``manifest``'s schema, each
+        page of records through ``convert`` (``None``: as they are); the manifest naming the
+        new folder is the commit point (a crash before leaves the old shard in use, and the
+        next open removes the copy). Returns the manifest committed."""
         qe = self.qe
         n = 0 if manifest.shard == SHARD_DIR else int(manifest.shard.split(".")[1])
-        new = manifest.model_copy(update={"bm25_vector": BM25, "shard": f"{SHARD_DIR}.{n + 1}"})
+        new = manifest.model_copy(update={"shard": f"{SHARD_DIR}.{n + 1}"})
         target = self.dir / new.shard
         if target.exists():
             shutil.rmtree(target)
@@ -231,13 +257,16 @@ class EdgeBackend:
                     qe.ScrollRequest(offset=offset, limit=64, with_payload=True, with_vector=True)
                 )
                 if recs:
+                    vecs = [dict(r.vector or {}) for r in recs]
+                    if convert is not None:
+                        vecs = convert(vecs)
                     pts = [
-                        qe.Point(id=r.id, vector=dict(r.vector or {}), payload=r.payload or {})
-                        for r in recs
+                        qe.Point(id=r.id, vector=v, payload=r.payload or {})
+                        for r, v in zip(recs, vecs, strict=True)
                     ]
                     shard.update(qe.UpdateOperation.upsert_points(pts))
-                    copied += sum(len((r.vector or {}).get(TOKENS) or ()) + 1 for r in recs)
-                    if 4 * copied * manifest.dim >= FLUSH_BYTES:
+                    copied += sum(len(v.get(TOKENS) or ()) + 1 for v in vecs)
+                    if 4 * copied * new.stored_dim >= FLUSH_BYTES:
                         shard.flush()
                         copied = 0
                 if offset is None or not recs:
@@ -252,6 +281,19 @@ class EdgeBackend:
         old.close()
         remove_stale_shards(self.dir, new.shard)
         return new
+
+    def vectors(
+        self, pids: list[PointId], with_tokens: bool
+    ) -> list[tuple[FloatArray, FloatArray | None]]:
+        """Stored ``(dense [d], tokens [T, d] or None)`` of the ids found, in no set order."""
+        names = [DENSE, TOKENS] if with_tokens else [DENSE]
+        recs = self.shard.retrieve(pids, with_payload=False, with_vector=names)
+        out: list[tuple[FloatArray, FloatArray | None]] = []
+        for r in recs:
+            v = r.vector or {}
+            toks = np.asarray(v[TOKENS], dtype=np.float32) if with_tokens else None
+            out.append((np.asarray(v[DENSE], dtype=np.float32), toks))
+        return out
 
     def scroll_page(
         self, offset: Any, batch: int, with_tokens: bool, with_payload: bool = False
@@ -391,6 +433,7 @@ def open_edge(
     bm25: Bm25Settings | None = None,
     lock_timeout: float = 0.0,
     pool_factor: int | None = None,
+    reduce_to: int | None = None,
 ) -> tuple[EdgeBackend, StoreManifest]:
     """Open (or create) the embedded store in ``path``, holding its lock; checks its settings
     on reopen (``bm25``: the BM25 settings of a new store, None for none). ``lock_timeout``:
@@ -408,7 +451,8 @@ def open_edge(
         _remove_made(path, made)
         raise
     try:
-        return _open_locked(path, lock, encoder, compression, dim, must_exist, bm25, pool_factor)
+        layout = {"pool_factor": pool_factor, "reduce_to": reduce_to}
+        return _open_locked(path, lock, encoder, compression, dim, must_exist, bm25, layout)
     except BaseException:
         if (path / MANIFEST_NAME).is_file():
             lock.release()
@@ -442,13 +486,13 @@ def _open_locked(
     dim: int | None,
     must_exist: bool,
     bm25: Bm25Settings | None,
-    pool_factor: int | None,
+    layout: dict[str, int | None],
 ) -> tuple[EdgeBackend, StoreManifest]:
-    remove_temporaries(path, (MANIFEST_NAME, CENTROIDS_FILE, PID_NAME, CREATING))
+    remove_temporaries(path, (MANIFEST_NAME, CENTROIDS_FILE, PROJECTION_FILE, PID_NAME, CREATING))
     manifest_path = path / MANIFEST_NAME
     if manifest_path.is_file():
         manifest = read_manifest_file(manifest_path)
-        check_manifest(manifest, encoder, compression, dim, str(path), pool_factor=pool_factor)
+        check_manifest(manifest, encoder, compression, dim, str(path), **layout)
         shard_dir = path / manifest.shard
         with contextlib.suppress(FileNotFoundError):
             (path / CREATING).unlink()  # a create killed after its commit point
@@ -457,7 +501,7 @@ def _open_locked(
     _check_ours(path)
     if must_exist:
         raise FileNotFoundError(f"no vllm-retrieval store at {path}")
-    manifest = new_manifest(encoder, compression, dim, bm25, pool_factor=pool_factor)
+    manifest = new_manifest(encoder, compression, dim, bm25, **layout)
     _remove_leftovers(path)  # of a create that was killed before its commit point
     atomic_write(path / CREATING, lambda fh: fh.write(b"vllm-retrieval store being created\n"))
     backend = _backend(path, manifest, True, lock)
