@@ -35,8 +35,8 @@ __all__ = ["Projections", "fit_projections", "load_projections", "reduce_store"]
 
 FloatArray = npt.NDArray[np.float32]
 
-#: Token vectors the token PCA is fitted on, at most (whole documents drawn at random).
-SAMPLE_TOKENS = 100_000
+#: Token vectors the token PCA is fitted on, about (whole documents drawn at random).
+SAMPLE_TOKENS = 65_536
 #: Dense vectors the dense PCA is fitted on, at most.
 SAMPLE_DOCS = 20_000
 
@@ -121,15 +121,15 @@ def fit_projections(
             if t is not None and len(t):
                 tokens.append(t)
                 n_tokens += t.shape[0]
-    tok = np.concatenate(tokens)
+    tok = np.concatenate(tokens)  # whole documents, drawn at random: no further sampling
     if tok.shape[0] < dims:
         raise StoreError(f"fitting {dims} dimensions needs at least {dims} stored tokens")
     dense_arr = np.stack(dense)
     fitted = Projections(
-        Projection.fit(tok, dims, max_rows=sample_tokens, seed=seed),
-        Projection.fit(dense_arr, dims, max_rows=sample_docs, seed=seed),
+        Projection.fit(tok, dims, max_rows=tok.shape[0]),
+        Projection.fit(dense_arr, dims, max_rows=dense_arr.shape[0]),
     )
-    return fitted, min(tok.shape[0], sample_tokens), dense_arr.shape[0]
+    return fitted, tok.shape[0], dense_arr.shape[0]
 
 
 def reduce_store(

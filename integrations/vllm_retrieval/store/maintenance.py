@@ -140,7 +140,7 @@ class IndexMaintenance:
         """Fit the dimension reduction of a store created with ``reduce_to`` now (also run
         by ``optimize()`` from 1,000 documents; needs at least ``reduce_to`` documents).
 
-        A PCA for token vectors (on up to 100,000 of them, from documents drawn at random)
+        A PCA for token vectors (on about 65,536 of them, from documents drawn at random)
         and one for dense vectors (up to 20,000 documents); every document is then copied,
         projected, into a new shard (the disk space of a second, smaller copy), and the
         manifest naming it is the commit point: a crash before leaves the full-width store.

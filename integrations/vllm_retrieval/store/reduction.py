@@ -154,8 +154,12 @@ class Projection:
         if x.shape[0] > max_rows:
             rows = np.random.default_rng(seed).choice(x.shape[0], max_rows, replace=False)
             x = x[np.sort(rows)]
-        # Right singular vectors from the d×d Gram matrix: cheap for any N.
-        gram = x.T.astype(np.float64) @ x.astype(np.float64)
+        # Right singular vectors from the d×d Gram matrix: cheap for any N (a float32 GEMM,
+        # in blocks of 65,536 rows summed in float64; the eigensolver in float64).
+        gram = np.zeros((x.shape[1], x.shape[1]), dtype=np.float64)
+        for s in range(0, x.shape[0], 1 << 16):
+            block = np.ascontiguousarray(x[s : s + (1 << 16)])
+            gram += block.T @ block
         values, vectors = np.linalg.eigh(gram)
         order = np.argsort(values)[::-1][:dims]
         return cls(vectors[:, order].T)
