@@ -163,17 +163,20 @@ def index_documents(
     store: MultiVectorStore,
     docs: Iterable[tuple[str, str, Mapping[str, Any]]],
     *,
-    chunk: int = 256,
+    chunk: int | None = None,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[int, int, float]:
     """Add ``(id, text, metadata)`` documents that the store does not hold yet.
 
-    Resumable: ids already stored are skipped, and documents are written ``chunk`` at a time,
-    so an interrupted run loses at most one chunk. After adding, the store is optimised
-    (:meth:`MultiVectorStore.optimize`, which builds the token index once the store holds
-    1,000 documents, and BM25 — also for a reused store written before BM25 existed).
-    Returns ``(added, skipped, encode_seconds)``.
+    Resumable: ids already stored are skipped, and :meth:`MultiVectorStore.add_texts` writes
+    the store's ``batch_size`` documents at a time (each batch durable once written, the
+    encoding of the next one overlapping the write), so an interrupted run loses at most the
+    batch in flight. ``chunk`` documents go to each ``add_texts`` call (default: all of them,
+    one call, one progress bar); ``on_batch`` is called after each call with its size.
+    After adding, the store is optimised (:meth:`MultiVectorStore.optimize`, which builds
+    the token index once the store holds 1,000 documents, and BM25 — also for a reused store
+    written before BM25 existed). Returns ``(added, skipped, encode_seconds)``.
     """
     rows = list(docs)
     by_id: dict[str, tuple[str, Mapping[str, Any]]] = {}
@@ -183,29 +186,20 @@ def index_documents(
         by_id[doc_id] = (text, meta)
     todo = missing_ids(store, list(by_id))
     skipped = len(by_id) - len(todo)
-    bar = None
-    if progress and todo:
-        tqdm = require("tqdm", "cpu").tqdm
-        bar = tqdm(total=len(todo), desc="Indexing", unit="doc")
+    step = max(chunk or len(todo), 1)
     seconds = 0.0
-    try:
-        for s in range(0, len(todo), chunk):
-            part = todo[s : s + chunk]
-            t0 = time.perf_counter()
-            store.add_texts(
-                [by_id[i][0] for i in part],
-                [dict(by_id[i][1]) for i in part],
-                part,
-                show_progress=False,
-            )
-            seconds += time.perf_counter() - t0
-            if bar is not None:
-                bar.update(len(part))
-            if on_batch is not None:
-                on_batch(len(part))
-    finally:
-        if bar is not None:
-            bar.close()
+    for s in range(0, len(todo), step):
+        part = todo[s : s + step]
+        t0 = time.perf_counter()
+        store.add_texts(
+            [by_id[i][0] for i in part],
+            [dict(by_id[i][1]) for i in part],
+            part,
+            show_progress=progress,
+        )
+        seconds += time.perf_counter() - t0
+        if on_batch is not None:
+            on_batch(len(part))
     if todo or store.bm25 is None:
         # indexes: the token index once the store holds 1,000 documents, BM25's avg_len
         store.optimize()

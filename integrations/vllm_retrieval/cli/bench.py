@@ -22,6 +22,7 @@ BENCHMARKS = {
     "reduction": "reduction.py",
     "concurrency": "concurrency.py",
     "disk": "disk.py",
+    "summary": "summary.py",
 }
 
 

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from ..errors import StoreCorruptError, StoreError
 from .backends import EdgeBackend, StoreBackend, scroll
+from .backends.edge import float_view, row_views
 from .manifest import CENTROIDS, DENSE, TOKENS, StoreManifest
 from .records import Point
 from .reduction import Projection, ReductionSettings, projections_checksum
@@ -168,7 +169,7 @@ def reduce_store(
         out = []
         for v, t, d in zip(vecs, parts, dense_rows, strict=True):
             w = {k: x for k, x in v.items() if k != CENTROIDS}
-            w[TOKENS], w[DENSE] = t.tolist(), d
+            w[TOKENS], w[DENSE] = row_views(t), float_view(d)
             out.append(w)
         return out
 
