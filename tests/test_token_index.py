@@ -17,8 +17,15 @@ import pytest
 
 from vllm_retrieval import StoreCorruptError
 from vllm_retrieval.errors import StoreError
-from vllm_retrieval.store import MultiVectorStore
-from vllm_retrieval.store.token_index import MIN_DOCS, CentroidIndex, default_centroids
+from vllm_retrieval.store import MultiVectorStore, indexing, maintenance
+from vllm_retrieval.store.manifest import CENTROIDS
+from vllm_retrieval.store.records import point_id
+from vllm_retrieval.store.token_index import (
+    MIN_DOCS,
+    CentroidIndex,
+    default_centroids,
+    postings,
+)
 
 StoreFactory = Callable[..., MultiVectorStore]  # the make_store fixture (conftest.py)
 
@@ -116,6 +123,80 @@ def test_assign_and_probe_match_brute_force(corpus: Corpus) -> None:
     np.testing.assert_allclose(vals, [want[i] for i in ids], rtol=1e-5)
     with pytest.raises(ValueError, match="finite"):
         CentroidIndex(np.full((4, DIM), np.nan, np.float32))
+
+
+def test_vectorised_postings_equal_per_document_unique() -> None:
+    """One sort over (document, centroid) keys gives what ``np.unique`` per document gave
+    (empty documents included), and chunked nearest-centroid search is brute force."""
+    rng = np.random.default_rng(7)
+    for k in (1, 5, 300):
+        lengths = rng.integers(0, 40, size=200)
+        lengths[:3] = 0
+        nearest = rng.integers(0, k, size=int(lengths.sum()))
+        want = [
+            (np.unique(part).tolist(), [1.0] * np.unique(part).size)
+            for part in np.split(nearest, np.cumsum(lengths)[:-1])
+        ]
+        assert postings(nearest, lengths, k) == want
+    assert postings(np.zeros(0, np.int64), [], 4) == []
+    cents = _unit(rng.standard_normal((50, DIM)))
+    index = CentroidIndex(cents)
+    flat = _unit(rng.standard_normal((1000, DIM)))
+    np.testing.assert_array_equal(index.nearest(flat, chunk=64), np.argmax(flat @ cents.T, 1))
+    docs = np.split(flat, [10, 10, 400, 999])  # an empty document among them
+    assert index.assign(docs) == index.assign_flat(flat, [len(d) for d in docs])
+    assert index.assign(docs)[1] == ([], [])
+    assert index.assign([]) == []
+
+
+def _postings(store: MultiVectorStore) -> dict[Any, list[int]]:
+    """Every stored point's centroid postings, read back from Qdrant."""
+    backend: Any = store._backend
+    out: dict[Any, list[int]] = {}
+    offset: Any = None
+    while True:
+        if backend.kind == "edge":
+            recs, offset = backend.shard.scroll(
+                backend.qe.ScrollRequest(offset=offset, limit=500, with_vector=[CENTROIDS])
+            )
+        else:
+            recs, offset = backend.client.scroll(
+                backend.collection, limit=500, offset=offset, with_vectors=[CENTROIDS]
+            )
+        for r in recs:
+            sp = (r.vector or {}).get(CENTROIDS)
+            out[r.id] = sorted(sp.indices) if sp is not None else []
+        if offset is None or not recs:
+            return out
+
+
+def test_build_posts_every_document(
+    make_store: StoreFactory, corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages read while the previous page is assigned (small pages: many in flight): every
+    document carries exactly its tokens' nearest centroids, and the phases are timed."""
+    store = make_store(dim=DIM, batch_size=37)
+    _fill(store, corpus, n=1100)
+    timings: dict[str, float] = {}
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        return indexing.build_postings(*a, timings=timings, **kw)
+
+    monkeypatch.setattr(maintenance, "build_postings", timed)
+    settings = store.build_token_index(centroids=64, sample_tokens=3000)
+    assert settings.indexed_tokens == sum(t.shape[0] for t in corpus.tokens[:1100])
+    assert settings.trained_tokens == 3000  # capped to the sample asked for
+    assert {"list ids", "sample read", "k-means", "read all", "assign", "write postings"} <= set(
+        timings
+    )
+    cents = store._backend.load_centroids()
+    got = _postings(store)
+    assert len(got) == 1100
+    want = {
+        str(point_id(doc_id)): sorted(set(np.argmax(toks @ cents.T, axis=1).tolist()))
+        for doc_id, toks in zip(corpus.ids[:1100], corpus.tokens[:1100], strict=True)
+    }
+    assert {str(k): v for k, v in got.items()} == want
 
 
 def test_token_index_lifts_hybrid_recall(make_store: StoreFactory, corpus: Corpus) -> None:

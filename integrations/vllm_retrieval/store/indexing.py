@@ -8,16 +8,29 @@ BM25 alike: the manifest records its settings only once every document carries i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from ..errors import StoreCorruptError
 from .backends import StoreBackend, scroll
 from .backends.base import pid_of
 from .lexical import BM25, Bm25Encoder, Bm25Settings
-from .manifest import StoreManifest
+from .manifest import TOKENS, StoreManifest
 from .records import PointId
-from .token_index import CentroidIndex, TokenIndexSettings, checksum, describe, train_from_documents
+from .token_index import (
+    CentroidIndex,
+    FloatArray,
+    Sparse,
+    TokenIndexSettings,
+    checksum,
+    describe,
+    train_from_documents,
+)
 
 __all__ = ["build_bm25", "build_postings", "load_token_index"]
 
@@ -51,28 +64,79 @@ def build_postings(
     seed: int,
     batch: int,
     bar: Any = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[CentroidIndex, TokenIndexSettings]:
     """Train centroids on a sample of stored documents, save them, and post every document.
 
     The caller drops the old index from the manifest before, and records the returned
-    settings after: this function writes the centroids and the postings only.
+    settings after: this function writes the centroids and the postings only. ``timings``
+    (if given) receives the seconds spent per phase ("assign" runs on a worker thread,
+    overlapped with "read all"; "assign wait" is the part this thread waited for).
     """
+    tm: dict[str, float] = timings if timings is not None else {}
+    phases = ("list ids", "sample read", "k-means", "read all", "assign", "assign wait")
+    for k in (*phases, "write postings"):
+        tm[k] = 0.0
+    t0 = time.perf_counter()
     pids = [p for page, _ in scroll(backend, 4096, False) for p in page]
+    tm["list ids"] = time.perf_counter() - t0
+
+    def fetch(ids: list[Any]) -> list[Any]:
+        t = time.perf_counter()
+        out = [r.tokens for r in backend.retrieve(ids, True).values()]
+        tm["sample read"] += time.perf_counter() - t
+        return out
+
+    t0 = time.perf_counter()
     index, trained = train_from_documents(
         pids,
-        lambda ids: [r.tokens for r in backend.retrieve(ids, True).values()],
+        fetch,
         centroids=centroids,
         sample_tokens=sample_tokens,
         seed=seed,
         batch=batch,
     )
+    tm["k-means"] = time.perf_counter() - t0 - tm["sample read"]
     backend.save_centroids(index.centroids)
+    # Pipelined: this thread reads page i+1 (Python-bound: the backends hand vectors over as
+    # lists of floats) while a worker assigns page i (faiss, GIL released); reads and writes
+    # stay on this thread, in order, so a backend never sees two calls at once.
     total = 0
-    for batch_ids, toks in scroll(backend, batch, True):
-        backend.set_sparse(batch_ids, index.assign(toks))
-        total += sum(t.shape[0] for t in toks)
+    pending: tuple[list[PointId], Future[list[Sparse]]] | None = None
+
+    def post(job: tuple[list[PointId], Future[list[Sparse]]]) -> None:
+        t = time.perf_counter()
+        sparse = job[1].result()
+        t1 = time.perf_counter()
+        tm["assign wait"] += t1 - t
+        backend.set_sparse(job[0], sparse)
+        tm["write postings"] += time.perf_counter() - t1
         if bar is not None:
-            bar.update(len(batch_ids))
+            bar.update(len(job[0]))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="token-index") as pool:
+
+        def assign(flat: Any, lens: Any) -> list[Sparse]:
+            t = time.perf_counter()
+            out = index.assign_flat(flat, lens)
+            tm["assign"] += time.perf_counter() - t
+            return out
+
+        pages = _token_pages(backend, batch, index.centroids.shape[1])
+        while True:
+            t0 = time.perf_counter()
+            page = next(pages, None)
+            tm["read all"] += time.perf_counter() - t0
+            if page is None:
+                break
+            batch_ids, flat, lens = page
+            job = (batch_ids, pool.submit(assign, flat, lens))
+            total += int(flat.shape[0])
+            if pending is not None:
+                post(pending)
+            pending = job
+        if pending is not None:
+            post(pending)
     return index, describe(index, nprobe, trained, total)
 
 
@@ -108,6 +172,24 @@ def build_bm25(
         if bar is not None:
             bar.update(len(pids))
     return manifest, encoder, settings
+
+
+def _token_pages(
+    backend: StoreBackend, batch: int, dim: int
+) -> Iterator[tuple[list[PointId], FloatArray, npt.NDArray[np.int64]]]:
+    """Every point's token vectors, a page at a time: ids, one ``[tokens, dim]`` float32
+    matrix, and each point's token count. Converting the backends' lists of Python floats
+    is the cost: through float64 (a plain C double per float, no per-element cast) and one
+    call per document, about 1.5x faster than ``np.asarray(rows, dtype=np.float32)``."""
+    offset: Any = None
+    while True:
+        recs, offset = backend.scroll_page(offset, batch, True)
+        if recs:
+            mats = [np.array(r.vector[TOKENS], dtype=np.float64).reshape(-1, dim) for r in recs]
+            lens = np.array([m.shape[0] for m in mats], dtype=np.int64)
+            yield [pid_of(r.id) for r in recs], np.concatenate(mats).astype(np.float32), lens
+        if offset is None or not recs:
+            return
 
 
 def _texts(backend: StoreBackend, batch: int) -> Iterator[tuple[list[PointId], list[str]]]:
