@@ -56,18 +56,20 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 class Corpus:
-    """Deterministic clustered synthetic documents, generated batch by batch."""
+    """Deterministic clustered synthetic documents, generated batch by batch (``dim`` wide,
+    ``tokens`` ± 20 token vectors each; ``benchmarks/token_index_build.py`` uses them too)."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, dim: int = DIM, tokens: int = TOKENS) -> None:
         rng = np.random.default_rng(seed)
-        self.vocab = _unit(rng.standard_normal((VOCAB, DIM)))
+        self.dim, self.tokens = dim, tokens
+        self.vocab = _unit(rng.standard_normal((VOCAB, dim)))
         self.topic_words = rng.integers(0, VOCAB, size=(TOPICS, TOPIC_WORDS))
         self.seed = seed
 
     def doc_words(self, i: int) -> np.ndarray:
         rng = np.random.default_rng((self.seed, i))
         topic = int(rng.integers(TOPICS))
-        n = int(rng.integers(TOKENS - 20, TOKENS + 21))
+        n = int(rng.integers(max(1, self.tokens - 20), self.tokens + 21))
         words = rng.choice(self.topic_words[topic], size=n)
         mix = rng.random(n) < 0.1
         words[mix] = rng.integers(0, VOCAB, size=int(mix.sum()))
@@ -76,7 +78,8 @@ class Corpus:
     def doc(self, i: int) -> np.ndarray:
         rng = np.random.default_rng((self.seed, i, 1))
         words = self.doc_words(i)
-        return _unit(self.vocab[words] + 0.35 * rng.standard_normal((len(words), DIM)) / 8)
+        noise = rng.standard_normal((len(words), self.dim)) / np.sqrt(self.dim / 2)
+        return _unit(self.vocab[words] + 0.35 * noise)
 
     def batch(self, start: int, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
         toks = [self.doc(i) for i in range(start, start + n)]
@@ -90,11 +93,13 @@ class Corpus:
         rng = np.random.default_rng((self.seed, 10**9 + q))
         target = int(rng.integers(n_docs))
         words = rng.choice(self.doc_words(target), size=32)
-        toks = _unit(self.vocab[words] + 0.5 * rng.standard_normal((32, DIM)) / 8)
+        noise = rng.standard_normal((32, self.dim)) / np.sqrt(self.dim / 2)
+        toks = _unit(self.vocab[words] + 0.5 * noise)
         return _unit(toks.mean(0)), toks, " ".join(f"w{w}" for w in words)
 
 
 def build(path: Path, corpus: Corpus, n_docs: int, compression: str | None) -> None:
+    """The cached store of ``n_docs`` synthetic documents in ``path``, optimised."""
     from vllm_retrieval.store import MultiVectorStore
 
     if (path / "vllm_retrieval.json").exists():
@@ -103,7 +108,9 @@ def build(path: Path, corpus: Corpus, n_docs: int, compression: str | None) -> N
                 return
         raise SystemExit(f"{path} holds a partial index: remove it and rerun")
     t0 = time.perf_counter()
-    with MultiVectorStore(path=path, dim=DIM, compression=compression, batch_size=500) as store:
+    with MultiVectorStore(
+        path=path, dim=corpus.dim, compression=compression, batch_size=500
+    ) as store:
         step = 1000
         for s in range(0, n_docs, step):
             dense, toks = corpus.batch(s, min(step, n_docs - s))
