@@ -33,7 +33,6 @@ import math
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,9 +83,6 @@ if TYPE_CHECKING:
 __all__ = ["DuplicateIdError", "MultiVectorStore", "SearchHit"]
 
 FloatArray = npt.NDArray[np.float32]
-#: Batches ``add_texts`` keeps encoding ahead of the one it writes (2 would keep the engine's
-#: queue full across batches, but encode one batch past a failing one; not measured better).
-_AHEAD = 1
 
 
 class MultiVectorStore(StoreLifecycle, IndexMaintenance):
@@ -352,18 +348,13 @@ class MultiVectorStore(StoreLifecycle, IndexMaintenance):
         enc = self.encoder
         size = self.batch_size
         bar = self._progress(len(items), show_progress)
-        starts = range(0, len(items), size)
-        # _AHEAD batches in flight, encoded while this thread writes the batch before them.
-        pool = ThreadPoolExecutor(_AHEAD, thread_name_prefix="vllm-retrieval-ingest")
+        pool = ThreadPoolExecutor(1, thread_name_prefix="vllm-retrieval-ingest")
         try:
-            pending = deque(
-                pool.submit(enc.encode_documents, items[s : s + size]) for s in starts[:_AHEAD]
-            )
-            for k, s in enumerate(starts):
-                dense, toks = pending.popleft().result()
-                if k + _AHEAD < len(starts):
-                    nxt = starts[k + _AHEAD]
-                    pending.append(pool.submit(enc.encode_documents, items[nxt : nxt + size]))
+            pending = pool.submit(enc.encode_documents, items[:size])
+            for s in range(0, len(items), size):
+                dense, toks = pending.result()
+                if s + size < len(items):
+                    pending = pool.submit(enc.encode_documents, items[s + size : s + 2 * size])
                 self._write(self._points(items, metas, doc_ids, s, dense, toks))
                 if bar is not None:
                     bar.update(len(toks))
