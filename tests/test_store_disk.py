@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vllm_retrieval import Encoder
+from vllm_retrieval.errors import StoreError
 from vllm_retrieval.store import MultiVectorStore
 from vllm_retrieval.store.backends import edge
 
@@ -144,3 +145,59 @@ def test_writes_are_split_and_flushed_as_they_go(
         assert counting.flushes == 1  # 40 vectors after the third entry
         assert len(store) == len(ids)
         assert store.search_encoded(dense[2], tokens[2], k=1, mode="maxsim")[0].id == 2
+
+
+class _NoRoom:
+    """The shard, except that its optimiser refuses as Edge does when the disk lacks room."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+
+    def optimize(self) -> None:
+        raise Exception(  # Edge's own type and wording
+            "Service runtime error: Not enough space available for optimization, "
+            "needed: 29.34 GiB, available: 23.40 GiB"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.shard, name)
+
+
+def test_an_optimisation_edge_refuses_is_a_store_error_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """Edge checks free disk space before it rewrites segments and raises a bare Exception:
+    the store turns that into a ``StoreError`` naming the cause and the remedy, and the store
+    stays as it was (same documents, same results; a later optimisation succeeds)."""
+    dim, n = 16, 40
+    rng = np.random.default_rng(3)
+    tokens = [
+        rng.standard_normal((int(rng.integers(3, 9)), dim)).astype(np.float32) for _ in range(n)
+    ]
+    dense = rng.standard_normal((n, dim)).astype(np.float32)
+    path = tmp_path / "s"
+    with MultiVectorStore(path, dim=dim) as store:
+        store.add_encoded([f"doc {i}" for i in range(n)], dense, tokens, ids=list(range(n)))
+        before = [
+            [(h.id, h.score) for h in store.search_encoded(dense[i], tokens[i], k=5, mode="maxsim")]
+            for i in range(0, n, 7)
+        ]
+        backend = store._backend
+        assert isinstance(backend, edge.EdgeBackend)
+        real = backend.shard
+        backend.shard = _NoRoom(real)
+        with pytest.raises(
+            StoreError, match=r"Not enough space.*free some, then run store\.optimize"
+        ):
+            store.optimize()
+        assert len(store) == n
+        after = [
+            [(h.id, h.score) for h in store.search_encoded(dense[i], tokens[i], k=5, mode="maxsim")]
+            for i in range(0, n, 7)
+        ]
+        assert after == before
+        backend.shard = real
+        store.optimize()  # room again: it runs
+    with MultiVectorStore.open(path) as store:
+        assert len(store) == n
+        assert [h.text for h in store.get([0, n - 1])] == ["doc 0", f"doc {n - 1}"]

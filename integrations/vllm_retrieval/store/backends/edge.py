@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import StoreCorruptError, StoreLockedError, require
+from ...errors import StoreCorruptError, StoreError, StoreLockedError, require
 from ..files import atomic_write, fsync_dir, remove_temporaries
 from ..filters import FilterFactory
 from ..lexical import Bm25Settings
@@ -406,8 +406,19 @@ class EdgeBackend:
 
     def optimize(self) -> None:
         """Run Edge's optimisers (vacuum, merge, index), then flush: Edge deletes the segments
-        an optimisation replaced only at a flush (a full copy of the vectors each)."""
-        self.shard.optimize()
+        an optimisation replaced only at a flush (a full copy of the vectors each).
+
+        Edge refuses to start when the disk lacks room for the segments it would rewrite (up
+        to the shard's size again): a ``StoreError`` that says so; the shard is untouched."""
+        try:
+            self.shard.optimize()
+        except Exception as exc:  # Edge raises a bare Exception ("Service runtime error: ...")
+            raise StoreError(
+                f"Qdrant Edge could not optimise the shard in {self.shard_dir}: {exc}. The "
+                "stored documents and recorded indexes are intact and searchable; an "
+                "optimisation needs free disk space for the segments it rewrites (up to the "
+                "store's size): free some, then run store.optimize() again"
+            ) from exc
         self.flush()
 
     def flush(self) -> None:
