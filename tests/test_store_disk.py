@@ -6,6 +6,7 @@ The figures themselves are a benchmark (``benchmarks/disk.py``); these bounds ar
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from vllm_retrieval import Encoder
 from vllm_retrieval.errors import StoreError
-from vllm_retrieval.store import MultiVectorStore
+from vllm_retrieval.store import MultiVectorStore, files
 from vllm_retrieval.store.backends import edge
 
 MIB = 1 << 20
@@ -201,3 +202,37 @@ def test_an_optimisation_edge_refuses_is_a_store_error_and_nothing_is_lost(
     with MultiVectorStore.open(path) as store:
         assert len(store) == n
         assert [h.text for h in store.get([0, n - 1])] == ["doc 0", f"doc {n - 1}"]
+
+
+def test_a_write_without_disk_room_is_a_store_error_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk Edge's memory-mapped files cannot grow and the process dies of SIGBUS
+    (seen on a full tmpfs, on reopening too): writes check the free space first. Here the
+    reserve is set above what the disk has: the write is refused with a ``StoreError``, the
+    store keeps what it had (and a dimension-reduction copy leaves the old shard in use);
+    with room again the same write succeeds."""
+    dim, n = 16, 30
+    rng = np.random.default_rng(5)
+    lens = rng.integers(3, 9, size=2 * n)
+    tokens = [rng.standard_normal((int(t), dim)).astype(np.float32) for t in lens]
+    dense = rng.standard_normal((2 * n, dim)).astype(np.float32)
+    texts = [f"doc {i}" for i in range(2 * n)]
+    path = tmp_path / "s"
+    with MultiVectorStore(path, dim=dim, reduce_to=4) as store:
+        store.add_encoded(texts[:n], dense[:n], tokens[:n], ids=list(range(n)))
+        before = store.search_encoded(dense[0], tokens[0], k=5, mode="maxsim")
+        free = shutil.disk_usage(path).free
+        monkeypatch.setattr(files, "RESERVE_BYTES", free + (1 << 30))
+        with pytest.raises(StoreError, match=r"not enough free disk space .* MiB free"):
+            store.add_encoded(texts[n:], dense[n:], tokens[n:], ids=list(range(n, 2 * n)))
+        with pytest.raises(StoreError, match="not enough free disk space"):
+            store.reduce_dimensions()
+        assert len(store) == n
+        assert store.manifest.reduction is not None and not store.manifest.reduction.fitted
+        assert store.search_encoded(dense[0], tokens[0], k=5, mode="maxsim") == before
+        monkeypatch.setattr(files, "RESERVE_BYTES", 0)
+        store.add_encoded(texts[n:], dense[n:], tokens[n:], ids=list(range(n, 2 * n)))
+        assert len(store) == 2 * n
+    with MultiVectorStore.open(path) as store:
+        assert [h.text for h in store.get([0, 2 * n - 1])] == ["doc 0", f"doc {2 * n - 1}"]

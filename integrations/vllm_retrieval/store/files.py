@@ -1,4 +1,4 @@
-"""Crash-safe files of an embedded store: atomic replacement and directory syncing.
+"""Crash-safe files of an embedded store: atomic replacement, directory syncing, free space.
 
 Every file the store writes beside its shard (the manifest, the token index's centroids, the
 lock's pid sidecar) goes through :func:`atomic_write`: the bytes go to a temporary file with a
@@ -6,25 +6,38 @@ unique name in the same directory, which is fsynced, renamed over the target wit
 ``os.replace`` (atomic on POSIX) and the directory fsynced, so that a crash leaves either the
 old file or the new one, never a mix. A crash between the write and the rename leaves a
 temporary file behind; :func:`remove_temporaries` clears those of a directory.
+
+Qdrant Edge keeps its segments in memory-mapped files that grow as points are written: when a
+file cannot grow (a full disk), the process dies of ``SIGBUS``, and reopening the shard without
+room dies the same way (once there is room, every acknowledged write is there). Writes
+therefore check the free space first (:func:`ensure_room`) and refuse with a ``StoreError``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from ..errors import StoreError
+
 __all__ = [
+    "RESERVE_BYTES",
     "TEMP_PREFIX",
     "TEMP_SUFFIX",
     "atomic_write",
     "atomic_write_text",
+    "ensure_room",
     "fsync_dir",
     "remove_temporaries",
 ]
+
+#: Free space a write leaves on the store's file system (Edge grows its files in chunks).
+RESERVE_BYTES = 256 << 20
 
 #: Temporary files are ``.<target name>.<random>.tmp`` (``tempfile.mkstemp``).
 TEMP_PREFIX = "."
@@ -76,3 +89,17 @@ def remove_temporaries(directory: Path, names: tuple[str, ...]) -> None:
         if entry.name.startswith(prefixes) and entry.name.endswith(TEMP_SUFFIX):
             with contextlib.suppress(OSError):
                 entry.unlink()
+
+
+def ensure_room(directory: Path, nbytes: int = 0) -> None:
+    """A ``StoreError`` unless ``directory``'s file system has room for a write of ``nbytes``
+    (twice: the WAL and the segment) plus :data:`RESERVE_BYTES`."""
+    free = shutil.disk_usage(directory).free
+    need = 2 * nbytes + RESERVE_BYTES
+    if free < need:
+        raise StoreError(
+            f"not enough free disk space to write to the store in {directory}: {free >> 20} MiB "
+            f"free, this write needs about {need >> 20} MiB (Qdrant Edge's memory-mapped files "
+            "would fail to grow, which kills the process); nothing more was written, what was "
+            "written before stays stored: free some space and write again"
+        )

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import StoreCorruptError, StoreError, StoreLockedError, require
-from ..files import atomic_write, fsync_dir, remove_temporaries
+from ..files import atomic_write, ensure_room, fsync_dir, remove_temporaries
 from ..filters import FilterFactory
 from ..lexical import Bm25Settings
 from ..locking import LOCK_NAME, PID_NAME, StoreLock
@@ -204,6 +204,7 @@ class EdgeBackend:
         for i, p in enumerate(points):
             values += p.tokens.size + p.dense.size
             if values >= OP_VALUES or i == len(points) - 1:
+                ensure_room(self.dir, 4 * values)
                 pts = [
                     qe.Point(id=q.pid, vector=self._vectors(q), payload=q.payload)
                     for q in points[start : i + 1]
@@ -217,6 +218,7 @@ class EdgeBackend:
         an appendable segment; Qdrant copies a point of an optimised segment whole into an
         appendable one, and the next :meth:`optimize` compacts the copies."""
         qe = self.qe
+        ensure_room(self.dir)  # an optimised point is copied whole, token vectors included
         ops = [
             qe.PointVectors(id=pid, vector={name: qe.SparseVector(*sp)})
             for pid, sp in zip(pids, sparse, strict=True)
@@ -261,6 +263,7 @@ class EdgeBackend:
                         qe.Point(id=r.id, vector=v, payload=r.payload or {})
                         for r, v in zip(recs, vecs, strict=True)
                     ]
+                    ensure_room(self.dir)  # the copy fails cleanly (the old shard stays)
                     shard.update(qe.UpdateOperation.upsert_points(pts))
                     copied += sum(len(v.get(TOKENS) or ()) + 1 for v in vecs)
                     if 4 * copied * new.stored_dim >= FLUSH_BYTES:
