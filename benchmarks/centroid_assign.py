@@ -43,7 +43,8 @@ CHUNK = 16384
 
 
 def tokens(cache: Path, n: int) -> tuple[str, np.ndarray]:
-    """``n`` token vectors to assign and a disjoint ``[rest]`` pool to train on, stacked."""
+    """Where the tokens come from, and all of them (``main`` draws the ``n`` to assign and
+    the k-means sample from them, disjoint; the synthetic corpus makes ``3 n``)."""
     found = sorted(glob.glob(str(cache / "scifact_minilm_encodings_*.npz")))
     if found:
         flat = np.load(found[0], allow_pickle=False)["doc_flat"]

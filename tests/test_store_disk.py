@@ -188,7 +188,8 @@ def test_an_optimisation_edge_refuses_is_a_store_error_and_nothing_is_lost(
         real = backend.shard
         backend.shard = _NoRoom(real)
         with pytest.raises(
-            StoreError, match=r"Not enough space.*free some, then run store\.optimize"
+            StoreError,
+            match=r"Not enough space.*intact and searchable.*free some and run store\.optimize",
         ):
             store.optimize()
         assert len(store) == n

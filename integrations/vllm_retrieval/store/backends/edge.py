@@ -418,9 +418,10 @@ class EdgeBackend:
         except Exception as exc:  # Edge raises a bare Exception ("Service runtime error: ...")
             raise StoreError(
                 f"Qdrant Edge could not optimise the shard in {self.shard_dir}: {exc}. The "
-                "stored documents and recorded indexes are intact and searchable; an "
+                "stored documents and recorded indexes are intact and searchable. An "
                 "optimisation needs free disk space for the segments it rewrites (up to the "
-                "store's size): free some, then run store.optimize() again"
+                "store's size): if that is what it lacked, free some and run store.optimize() "
+                "again"
             ) from exc
         self.flush()
 
